@@ -1,0 +1,211 @@
+"""Speed of the bilinear sampler against map_coordinates, dm-pix and torch's grid_sample, in one run.
+
+Command (the table in the README came from it):
+
+    .venv/bin/python -m experiments.benchmarks.sampler
+
+Prints, per size, the median time of the forward pass and of forward+backward (gradients with respect to
+the images and the grid, i.e. what a spatial transformer needs) over ``--repeats`` runs after warm-up, the
+compile excluded, and each variant's ratio to torch's time. torch (``pip install torch==2.13.0``) and dm-pix
+are optional; their columns are skipped when they are not installed.
+
+Sizes (from the sampler issue): (a) N=256 28x28x1 -> 28x28, (b) N=64 60x60x1 -> 60x60,
+(c) N=32 64x64x64 -> 64x64, (d) N=8 224x224x3 -> 224x224, (e) N=256 60x60x1 images, each read at 3 scales
+into 8x8 glimpses (the RAM sensor; here the separable sampler applies).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from visattn_jax import affine_grid, grid_sample, separable_sample
+
+
+@dataclasses.dataclass(frozen=True)
+class Size:
+    name: str
+    n: int
+    height: int
+    width: int
+    channels: int
+    out_h: int
+    out_w: int
+    glimpse_scales: int = 0  # > 0: RAM-style glimpses instead of a whole-image affine grid
+
+
+SIZES = (
+    Size("a", 256, 28, 28, 1, 28, 28),
+    Size("b", 64, 60, 60, 1, 60, 60),
+    Size("c", 32, 64, 64, 64, 64, 64),
+    Size("d", 8, 224, 224, 3, 224, 224),
+    Size("e", 256, 60, 60, 1, 8, 8, glimpse_scales=3),
+)
+
+
+def _median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def make_inputs(size: Size, seed: int = 0):
+    """Random images and grids: a random similarity transform per image, or 3-scale glimpses."""
+    rng = np.random.default_rng(seed)
+    images = rng.random((size.n, size.height, size.width, size.channels), dtype=np.float32)
+    if size.glimpse_scales:
+        # Glimpse k has half-width 2^k * g / H (normalised), centred at a random location in [-1, 1]^2.
+        centre = rng.uniform(-1, 1, (size.n, 1, 2)).astype(np.float32)
+        base = (np.arange(size.out_w, dtype=np.float32) - (size.out_w - 1) / 2) * 2 / size.width
+        xs = centre[:, :, 0, None] + base[None, None, :] * (2.0 ** np.arange(size.glimpse_scales))[None, :, None]
+        ys = centre[:, :, 1, None] + base[None, None, :] * (2.0 ** np.arange(size.glimpse_scales))[None, :, None]
+        grid = np.stack(np.broadcast_arrays(xs[:, :, None, :], ys[:, :, :, None]), axis=-1)  # [N, S, g, g, 2]
+        grid = grid.reshape(size.n, size.glimpse_scales * size.out_h, size.out_w, 2)
+        return images, grid.astype(np.float32), (xs.astype(np.float32), ys.astype(np.float32))
+    angle = rng.uniform(-0.5, 0.5, size.n)
+    scale = rng.uniform(0.8, 1.2, size.n)
+    shift = rng.uniform(-0.2, 0.2, (size.n, 2))
+    theta = np.zeros((size.n, 2, 3), np.float32)
+    theta[:, 0, 0] = scale * np.cos(angle)
+    theta[:, 0, 1] = -scale * np.sin(angle)
+    theta[:, 1, 0] = scale * np.sin(angle)
+    theta[:, 1, 1] = scale * np.cos(angle)
+    theta[:, :, 2] = shift
+    grid = jax.vmap(lambda t: affine_grid(t, (size.out_h, size.out_w)))(jnp.asarray(theta))
+    return images, np.asarray(grid), None
+
+
+def _jax_variants(size: Size, images, grid, axes):
+    """name -> (forward fn, forward+backward fn), each taking (images, grid_or_axes) device arrays."""
+
+    def ours(imgs, g):
+        return grid_sample(imgs, g)
+
+    def map_coords(imgs, g):
+        # map_coordinates takes pixel (row, col) coordinates; align_corners=False mapping, zeros padding.
+        h, w = imgs.shape[1:3]
+        px = ((g[..., 0] + 1) * w - 1) / 2
+        py = ((g[..., 1] + 1) * h - 1) / 2
+        one = lambda im, y, x: jax.scipy.ndimage.map_coordinates(im, [y, x], order=1, mode="constant")  # noqa: E731
+        per_channel = jax.vmap(one, in_axes=(2, None, None), out_axes=-1)
+        return jax.vmap(per_channel)(imgs, py, px)
+
+    variants = {"visattn grid_sample": (ours, grid), "map_coordinates": (map_coords, grid)}
+    try:
+        import dm_pix
+
+        def pix(imgs, g):
+            # dm-pix clamps at the border (no zero padding): same work, slightly different edge semantics.
+            h, w = imgs.shape[1:3]
+            px = ((g[..., 0] + 1) * w - 1) / 2
+            py = ((g[..., 1] + 1) * h - 1) / 2
+
+            def one(im, y, x):
+                coords = jnp.stack([y.ravel(), x.ravel()])
+                per_c = jax.vmap(lambda c: dm_pix.flat_nd_linear_interpolate(c, coords), in_axes=2, out_axes=-1)
+                return per_c(im).reshape(*y.shape, im.shape[-1])
+
+            return jax.vmap(one)(imgs, py, px)
+
+        variants["dm-pix"] = (pix, grid)
+    except ImportError:
+        pass
+    if axes is not None:
+        xs, ys = axes
+
+        def separable(imgs, axes_):
+            xs_, ys_ = axes_
+            per_scale = jax.vmap(separable_sample, in_axes=(None, 0, 0))  # scales
+            out = jax.vmap(per_scale)(imgs, xs_, ys_)  # [N, S, g, g, C]
+            return out.reshape(imgs.shape[0], -1, *out.shape[3:])
+
+        variants["visattn separable_sample"] = (separable, (xs, ys))
+
+    compiled = {}
+    for name, (fn, arg) in variants.items():
+        fwd = jax.jit(fn)
+        loss = lambda imgs, a, fn=fn: jnp.sum(fn(imgs, a) ** 2)  # noqa: E731
+        bwd = jax.jit(jax.grad(loss, argnums=(0, 1)))
+        imgs_d = jnp.asarray(images)
+        arg_d = jax.tree_util.tree_map(jnp.asarray, arg)
+        compiled[name] = (
+            lambda fwd=fwd, i=imgs_d, a=arg_d: jax.block_until_ready(fwd(i, a)),
+            lambda bwd=bwd, i=imgs_d, a=arg_d: jax.block_until_ready(bwd(i, a)),
+        )
+    return compiled
+
+
+def _torch_variant(images, grid):
+    try:
+        import torch
+    except ImportError:
+        return None
+    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+    g = torch.from_numpy(np.ascontiguousarray(grid))
+    sample = lambda x_, g_: torch.nn.functional.grid_sample(  # noqa: E731
+        x_, g_, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
+
+    def fwd():
+        with torch.no_grad():
+            return sample(x, g)
+
+    def fwd_bwd():
+        xr = x.detach().requires_grad_(True)
+        gr = g.detach().requires_grad_(True)
+        (sample(xr, gr) ** 2).sum().backward()
+        return xr.grad, gr.grad
+
+    return fwd, fwd_bwd
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--sizes", default="abcde", help="which sizes to run, e.g. 'ab'")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (XLA uses all cores)")
+    args = parser.parse_args(argv)
+    try:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        torch_version = torch.__version__
+    except ImportError:
+        torch_version = "not installed"
+    print(
+        f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch_version}; "
+        f"median of {args.repeats} runs, milliseconds; ratio = time / torch time (lower is better)"
+    )
+    header = f"{'size':<5}{'variant':<26}{'fwd ms':>9}{'fwd+bwd ms':>12}{'fwd ratio':>11}{'f+b ratio':>11}"
+    print(header)
+    print("-" * len(header))
+    for size in SIZES:
+        if size.name not in args.sizes:
+            continue
+        images, grid, axes = make_inputs(size)
+        rows = {}
+        torch_fns = _torch_variant(images, grid)
+        if torch_fns is not None:
+            rows["torch grid_sample"] = tuple(_median_seconds(f, args.repeats) for f in torch_fns)
+        for name, fns in _jax_variants(size, images, grid, axes).items():
+            rows[name] = tuple(_median_seconds(f, args.repeats) for f in fns)
+        ref = rows.get("torch grid_sample")
+        for name, (fwd, bwd) in rows.items():
+            ratio = (f"{fwd / ref[0]:>11.2f}{bwd / ref[1]:>11.2f}") if ref else f"{'-':>11}{'-':>11}"
+            print(f"{size.name:<5}{name:<26}{fwd * 1e3:>9.3f}{bwd * 1e3:>12.3f}{ratio}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Creates .venv in the repository root and installs visattn_jax with everything the tests, experiments and
+# notebooks need. Idempotent: a second run only checks. Set VISATTN_WITH_TORCH=0 to skip PyTorch (it is only
+# a reference for comparison tests and benchmarks; `pip install torch==2.13.0` installs its CPU build here).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e ".[test,benchmarks,experiments]"
+if [ "${VISATTN_WITH_TORCH:-1}" = "1" ]; then
+  .venv/bin/python -m pip install --quiet "torch==2.13.0" || echo "setup: torch 2.13.0 not installed; torch comparisons will be skipped"
+fi
+.venv/bin/python -c "import jax, visattn_jax; print('setup: visattn_jax', visattn_jax.__version__, 'with jax', jax.__version__, 'on', jax.devices()[0].platform)"

@@ -1,0 +1,27 @@
+"""Strict JAX settings for the whole test suite: mistakes in shapes and dtypes raise instead of broadcasting."""
+
+import os
+
+# Four host devices, so the data-parallel tests can compare 1 and N devices (must precede the first jax import).
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+
+@pytest.fixture
+def x64():
+    """Runs a test with float64 enabled (for finite-difference gradient checks)."""
+    with jax.enable_x64(True):
+        yield
+
+
+def pytest_collection_modifyitems(config, items):
+    """Marks tests that need PyTorch, so a missing torch is a visible skip, not a silent pass."""
+    del config
+    for item in items:
+        if "torch" in item.name:
+            item.add_marker(pytest.mark.torch)

@@ -1,0 +1,37 @@
+"""visattn_jax: visual attention mechanisms (spatial, channel, mixed, recurrent) in JAX and Flax Linen."""
+
+from visattn_jax.grids import (
+    affine_grid,
+    attention_grid,
+    attention_to_affine,
+    base_coords,
+    base_grid,
+    projective_grid,
+    tps_control_points,
+    tps_grid,
+)
+from visattn_jax.sampling import (
+    PaddingMode,
+    bilinear_sample,
+    grid_sample,
+    interpolation_matrix,
+    separable_sample,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PaddingMode",
+    "affine_grid",
+    "attention_grid",
+    "attention_to_affine",
+    "base_coords",
+    "base_grid",
+    "bilinear_sample",
+    "grid_sample",
+    "interpolation_matrix",
+    "projective_grid",
+    "separable_sample",
+    "tps_control_points",
+    "tps_grid",
+]
