@@ -2,6 +2,8 @@
 # Creates .venv in the repository root and installs visattn_jax with everything the tests, experiments and
 # notebooks need. Idempotent: a second run only checks. Set VISATTN_WITH_TORCH=0 to skip PyTorch (it is only
 # a reference for comparison tests and benchmarks; `pip install torch==2.13.0` installs its CPU build here).
+# Offline MNIST: if a folder with the four original MNIST .gz files exists at $VISATTN_MNIST_DIR (default
+# ../shared/data/mnist beside the repository), they are copied into TFDS's manual folder, where TFDS finds them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -12,5 +14,12 @@ fi
 .venv/bin/python -m pip install --quiet -e ".[test,benchmarks,experiments]"
 if [ "${VISATTN_WITH_TORCH:-1}" = "1" ]; then
   .venv/bin/python -m pip install --quiet "torch==2.13.0" || echo "setup: torch 2.13.0 not installed; torch comparisons will be skipped"
+fi
+mnist_dir=${VISATTN_MNIST_DIR:-../shared/data/mnist}
+manual_dir=${TFDS_DATA_DIR:-$HOME/tensorflow_datasets}/downloads/manual
+if [ -f "$mnist_dir/train-images-idx3-ubyte.gz" ]; then
+  mkdir -p "$manual_dir"
+  cp -n "$mnist_dir"/*-ubyte.gz "$manual_dir"/
+  echo "setup: MNIST files from $mnist_dir are in $manual_dir"
 fi
 .venv/bin/python -c "import jax, visattn_jax; print('setup: visattn_jax', visattn_jax.__version__, 'with jax', jax.__version__, 'on', jax.devices()[0].platform)"

@@ -25,3 +25,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "torch" in item.name:
             item.add_marker(pytest.mark.torch)
+
+
+@pytest.fixture
+def standard_dtype_promotion():
+    """optax's schedules mix Python floats and int32 step counts, which strict promotion rejects: tests of
+    the training loop run with JAX's standard promotion (our own modules are tested under strict)."""
+    with jax.numpy_dtype_promotion("standard"):
+        yield

@@ -1,0 +1,144 @@
+"""The distorted / translated / cluttered MNIST generators: shapes, determinism, geometry, statistics."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from visattn_jax import data
+
+SIZES = {
+    "none": 28,
+    "rotated": 28,
+    "rts": 42,
+    "projective": 28,
+    "elastic": 28,
+    "translated60": 60,
+    "translated100": 100,
+    "cluttered60": 60,
+    "cluttered100": 100,
+}
+
+
+def _digits(n=16, seed=0):
+    """Blobby synthetic digits: random strokes inside the central 20x20 box, like MNIST's framing."""
+    rng = np.random.default_rng(seed)
+    digits = np.zeros((n, 28, 28, 1), np.float32)
+    for i in range(n):
+        for _ in range(6):
+            y, x = rng.integers(4, 24, 2)
+            digits[i, y - 2 : y + 2, x - 2 : x + 2, 0] = rng.uniform(0.5, 1.0)
+    return digits
+
+
+@pytest.mark.parametrize("name", sorted(data.DISTORTIONS))
+def test_shapes_range_and_determinism(name):
+    digits = _digits()
+    key = jax.random.PRNGKey(0)
+    out = data.distort(name, key, digits)
+    assert out.shape == (16, SIZES[name], SIZES[name], 1) and out.dtype == jnp.float32
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0 + 1e-6
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(data.distort(name, key, digits)))
+    if name != "none":
+        other = data.distort(name, jax.random.PRNGKey(1), digits)
+        assert not np.array_equal(np.asarray(out), np.asarray(other))
+    jitted = jax.jit(lambda k, d: data.distort(name, k, d))(key, digits)
+    np.testing.assert_allclose(np.asarray(jitted), np.asarray(out), atol=1e-5)
+
+
+def test_rts_keeps_the_whole_digit_inside_the_canvas():
+    digits = _digits(64, seed=1)
+    digits[0] = 1.0  # a full frame: far too big to fit unscaled after a 45-degree turn; must be shrunk
+    digits[1, :, :2] = 1.0  # ink on the frame's edge
+    out = np.asarray(data.rts(jax.random.PRNGKey(3), digits))
+    ring = np.concatenate([out[:, 0], out[:, -1], out[:, :, 0], out[:, :, -1]], axis=1)
+    assert np.all(ring == 0), "ink reached the canvas border"
+    assert np.all(out.reshape(64, -1).max(1) > 0.4)  # every digit is there
+
+
+def test_rts_scale_is_within_range():
+    """The ink mass scales with s^2 (s in [0.7, 1.2]) for digits that fit."""
+    digits = _digits(64, seed=2)
+    out = np.asarray(data.rts(jax.random.PRNGKey(4), digits))
+    ratio = out.sum((1, 2, 3)) / digits.sum((1, 2, 3))
+    assert np.all(ratio > 0.7**2 * 0.9) and np.all(ratio < 1.2**2 * 1.1)
+    assert ratio.min() < 0.75 and ratio.max() > 1.1  # the range is really used
+
+
+def test_rotation_by_zero_degrees_is_identity():
+    digits = _digits()
+    out = data.rotated(jax.random.PRNGKey(0), digits, max_degrees=0.0)
+    np.testing.assert_array_equal(np.asarray(out), digits)
+
+
+def test_rotation_by_90_degrees_turns_the_image():
+    digits = _digits(4)
+    out = np.asarray(data.rotated(jax.random.PRNGKey(0), digits, max_degrees=90.0))
+    # Not exactly 90 degrees: the angle is random. Check mass is preserved (a pure rotation of centred ink).
+    np.testing.assert_allclose(out.sum((1, 2, 3)), digits.sum((1, 2, 3)), rtol=0.05)
+
+
+def test_projective_with_no_noise_and_unit_scale_is_identity():
+    digits = _digits()
+    out = data.projective(jax.random.PRNGKey(0), digits, scale_range=(1.0, 1.0), corner_std=0.0)
+    np.testing.assert_allclose(np.asarray(out), digits, atol=1e-5)
+
+
+def test_elastic_with_no_noise_is_identity():
+    out = data.elastic(jax.random.PRNGKey(0), _digits(), sigma_pixels=0.0)
+    np.testing.assert_allclose(np.asarray(out), _digits(), atol=1e-5)
+
+
+@pytest.mark.parametrize("canvas", [60, 100])
+def test_translated_places_the_whole_digit_unchanged(canvas):
+    digits = _digits(32, seed=5)
+    out = np.asarray(data.translated(jax.random.PRNGKey(6), digits, canvas=canvas))
+    np.testing.assert_allclose(out.sum((1, 2, 3)), digits.sum((1, 2, 3)), rtol=1e-6)
+    positions = []
+    for image, digit in zip(out, digits, strict=True):
+        ys, xs = np.nonzero(image[..., 0])
+        top, left = ys.min() - np.nonzero(digit[..., 0])[0].min(), xs.min() - np.nonzero(digit[..., 0])[1].min()
+        np.testing.assert_array_equal(image[top : top + 28, left : left + 28], digit)
+        positions.append((top, left))
+    positions = np.array(positions)
+    assert positions.min() >= 0 and positions.max() <= canvas - 28
+    assert len({tuple(p) for p in positions}) > 20  # positions really vary
+
+
+def test_cluttered_adds_the_requested_number_of_pieces():
+    blank = np.zeros((200, 28, 28, 1), np.float32)
+    ones = np.ones((5, 28, 28, 1), np.float32)
+    single = np.asarray(data.cluttered(jax.random.PRNGKey(7), blank, num_pieces=1, clutter_source=ones))
+    np.testing.assert_array_equal(single.sum((1, 2, 3)), 64.0)  # one 8x8 piece, nothing else
+    four = np.asarray(data.cluttered(jax.random.PRNGKey(8), blank, num_pieces=4, clutter_source=ones))
+    area = four.sum((1, 2, 3))
+    assert np.all(area >= 64) and np.all(area <= 256)
+    assert np.mean(area) > 200  # overlaps are rare on a 60x60 canvas
+    eight = np.asarray(data.cluttered(jax.random.PRNGKey(9), blank[:50], canvas=100, num_pieces=8, clutter_source=ones))
+    assert np.mean(eight.sum((1, 2, 3))) > 400
+
+
+def test_cluttered_keeps_the_digit():
+    digits = _digits(8)
+    out = np.asarray(data.distort("cluttered60", jax.random.PRNGKey(10), digits))
+    assert np.all(out.sum((1, 2, 3)) >= digits.sum((1, 2, 3)) - 1e-4)
+
+
+@pytest.mark.parametrize(
+    "call,error,match",
+    [
+        (lambda: data.rts(jax.random.PRNGKey(0), np.zeros((4, 28, 28))), ValueError, r"\[N, H, W, 1\]"),
+        (lambda: data.rotated(jax.random.PRNGKey(0), np.zeros((4, 28, 28, 1), np.uint8)), TypeError, r"/ 255"),
+        (
+            lambda: data.distort("swirl", jax.random.PRNGKey(0), np.zeros((4, 28, 28, 1))),
+            ValueError,
+            r"Unknown distortion",
+        ),
+        (lambda: data.translated(jax.random.PRNGKey(0), np.zeros((4, 28, 28, 1)), canvas=20), ValueError, r"smaller"),
+    ],
+)
+def test_bad_input(call, error, match):
+    with pytest.raises(error, match=match):
+        call()

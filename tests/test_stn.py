@@ -1,0 +1,86 @@
+"""Spatial transformer modules and the paper's classifiers."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from visattn_jax import stn
+
+
+def _images(n=4, size=28, seed=0):
+    return np.random.default_rng(seed).random((n, size, size, 1)).astype(np.float32)
+
+
+@pytest.mark.parametrize("transform", sorted(stn.TRANSFORMS))
+@pytest.mark.parametrize("localization", [stn.ConvLocalization(), stn.FCLocalization()])
+def test_transformer_starts_as_the_identity(transform, localization):
+    module = stn.SpatialTransformer(localization=localization, transform=transform)
+    x = _images()
+    params = module.init(jax.random.PRNGKey(0), x)
+    out, state = module.apply(params, x, mutable=["intermediates"])
+    if transform == "tps":  # the TPS system is solved in float32: identity up to rounding
+        np.testing.assert_allclose(np.asarray(out), x, atol=1e-4)
+    else:
+        np.testing.assert_array_equal(np.asarray(out), x)
+    theta = state["intermediates"]["theta"][0]
+    assert theta.shape == (4, stn.TRANSFORMS[transform].num_params)
+    np.testing.assert_allclose(np.asarray(theta), np.tile(stn.TRANSFORMS[transform].identity(), (4, 1)))
+    assert state["intermediates"]["grid"][0].shape == (4, 28, 28, 2)
+
+
+def test_output_shape_and_gradients_reach_the_regression_layer():
+    module = stn.SpatialTransformer(localization=stn.ConvLocalization(), transform="affine", output_shape=(21, 21))
+    x = _images(size=42)
+    params = module.init(jax.random.PRNGKey(0), x)
+    assert module.apply(params, x).shape == (4, 21, 21, 1)
+    grads = jax.grad(lambda p: jnp.sum(module.apply(p, x) * np.linspace(0, 1, 21)[None, None, :, None]))(params)
+    assert float(jnp.abs(grads["params"]["regression"]["kernel"]).sum()) > 0
+
+
+@pytest.mark.parametrize("model", ["cnn", "fcn", "st_cnn", "st_fcn"])
+@pytest.mark.parametrize("size,st_out", [(28, None), (42, 21), (60, 30)])
+def test_classifiers_build_and_have_comparable_sizes(model, size, st_out):
+    net = stn.stn_classifier(model, transform="affine", input_size=size, st_output_size=st_out)
+    x = _images(2, size)
+    params = net.init(jax.random.PRNGKey(0), x)
+    assert net.apply(params, x).shape == (2, 10)
+    count = sum(p.size for p in jax.tree_util.tree_leaves(params))
+    assert 5e4 < count < 5e5, f"{model} at {size}px has {count} parameters"
+
+
+class _BadLocalization(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return x  # not [N, F]
+
+
+@pytest.mark.parametrize(
+    "build,x,error,match",
+    [
+        (
+            lambda: stn.SpatialTransformer(localization=stn.FCLocalization(), transform="swirl"),
+            _images(),
+            ValueError,
+            r"Unknown transform 'swirl'",
+        ),
+        (
+            lambda: stn.SpatialTransformer(localization=stn.FCLocalization()),
+            _images()[0],
+            ValueError,
+            r"\[N, H, W, C\]",
+        ),
+        (lambda: stn.SpatialTransformer(localization=_BadLocalization()), _images(), ValueError, r"\[N, F\] features"),
+    ],
+)
+def test_bad_input(build, x, error, match):
+    with pytest.raises(error, match=match):
+        build().init(jax.random.PRNGKey(0), x)
+
+
+def test_unknown_model_name():
+    with pytest.raises(ValueError, match=r"Unknown model 'resnet'"):
+        stn.stn_classifier("resnet")

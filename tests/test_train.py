@@ -1,0 +1,198 @@
+"""The training core: configs end to end on mock data, exact resume, multi-device equivalence, failures."""
+
+from __future__ import annotations
+
+import json
+
+import chex
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from experiments.configs import stn_mnist
+from visattn_jax import train
+from visattn_jax.stn import stn_classifier
+
+pytestmark = pytest.mark.usefixtures("standard_dtype_promotion")
+
+ALL_CELLS = [
+    f"{model},{transform},{distortion},{budget}"
+    for model, transforms in (
+        ("cnn", ["none"]),
+        ("fcn", ["none"]),
+        ("st_cnn", ["affine", "projective", "tps"]),
+        ("st_fcn", ["affine", "projective", "tps"]),
+    )
+    for transform in transforms
+    for distortion in stn_mnist.DISTORTIONS
+    for budget in ("cpu", "paper")
+]
+# One training step end to end for a subset that covers every model, transform and distortion once.
+SMOKE_CELLS = [
+    "cnn,none,R",
+    "fcn,none,RTS",
+    "st_cnn,affine,P",
+    "st_fcn,projective,E",
+    "st_cnn,tps,TC60",
+    "st_cnn,attention,RTS",
+    "quickstart",
+]
+
+
+def _smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    config.num_steps = 1
+    config.batch_size = 8
+    config.train_limit = 64
+    config.test_limit = 16
+    config.log_every = 1
+    config.eval_every = 0
+    config.checkpoint_every = 0
+    config.progress = False
+    return config
+
+
+@pytest.mark.parametrize("cell", ALL_CELLS + ["quickstart"])
+def test_every_config_builds(cell):
+    config = stn_mnist.get_config(cell)
+    assert config.num_steps > 0 and config.batch_size % 4 == 0
+    model = stn_classifier(config.model, transform=config.transform, input_size=28)
+    assert (model.transformer is not None) == config.model.startswith("st_")
+
+
+@pytest.mark.parametrize("cell", SMOKE_CELLS)
+def test_config_trains_one_step_on_mock_data(cell, tmp_path):
+    config = _smoke(stn_mnist.get_config(cell))
+    with tfds.testing.mock_data(num_examples=64):
+        summary = train.train_and_evaluate(config, tmp_path)
+    assert summary["final"]["count"] == 16
+    assert 0.0 <= summary["final"]["error_percent"] <= 100.0
+    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 1
+    assert (tmp_path / "metrics.jsonl").read_text().count("\n") >= 2
+    assert (tmp_path / "transformer.png").exists() == config.model.startswith("st_")
+
+
+def _toy_task(batch_size=8, nan_at=None, trace_guard=False):
+    """A tiny linear classifier on random data: fast to compile, enough to test the loop."""
+    rng = np.random.default_rng(0)
+    data_x = jnp.asarray(rng.normal(size=(64, 5)).astype(np.float32))
+    data_y = jnp.asarray(rng.integers(0, 3, 64).astype(np.int32))
+
+    def init(key):
+        return {"w": jax.random.normal(key, (5, 3)) * 0.1, "b": jnp.zeros(3)}
+
+    def train_batch(key):
+        index = jax.random.randint(key, (batch_size,), 0, 64)
+        return {"x": data_x[index], "y": data_y[index]}
+
+    def loss_fn(params, batch, key):
+        noise = jax.random.normal(key, ()) * 1e-3  # uses the key: resume must reproduce it too
+        logits = batch["x"] @ params["w"] + params["b"][None]
+        loss = -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), batch["y"][:, None], 1)) + noise
+        if nan_at is not None:
+            loss = loss * jnp.where(params["b"][0] > nan_at, jnp.nan, 1.0)
+        return loss, {}
+
+    if trace_guard:
+        loss_fn = chex.assert_max_traces(loss_fn, n=1)
+
+    def eval_fn(params, batch):
+        logits = batch["x"] @ params["w"] + params["b"][None]
+        return {
+            "correct": jnp.sum((jnp.argmax(logits, -1) == batch["y"]).astype(jnp.float32)),
+            "count": jnp.asarray(batch["y"].shape[0], jnp.float32),
+        }
+
+    batches = [{"x": np.asarray(data_x[:32]), "y": np.asarray(data_y[:32])}]
+    return train.Task(init, train_batch, loss_fn, eval_fn, batches, lambda t: {"accuracy": t["correct"] / t["count"]})
+
+
+def _config(num_steps, **overrides):
+    config = ml_collections.ConfigDict(
+        dict(
+            seed=0,
+            num_steps=num_steps,
+            batch_size=8,
+            log_every=1,
+            eval_every=0,
+            checkpoint_every=0,
+            num_devices=None,
+            optimizer="momentum",
+            learning_rate=0.1,
+            momentum=0.9,
+            schedule="constant",
+            decay_steps=0,
+            decay_factor=1.0,
+            grad_clip_norm=0.0,
+            weight_decay=0.0,
+        )
+    )
+    config.update(overrides)
+    return config
+
+
+def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(tmp_path):
+    full, _ = train.fit(_toy_task(), _config(6), tmp_path / "full", progress=False)
+    train.fit(_toy_task(), _config(3, checkpoint_every=3), tmp_path / "split", progress=False)  # "interrupted"
+    resumed, summary = train.fit(_toy_task(), _config(6), tmp_path / "split", progress=False)
+    assert summary["steps_this_run"] == 3
+    assert int(resumed.step) == 6
+    chex.assert_trees_all_equal(jax.device_get(full.params), jax.device_get(resumed.params))
+    chex.assert_trees_all_equal(jax.device_get(full.opt_state), jax.device_get(resumed.opt_state))
+
+
+def test_data_parallel_matches_a_single_device(tmp_path):
+    assert jax.device_count() == 4, "tests/conftest.py asks XLA for 4 host devices"
+    one, _ = train.fit(_toy_task(), _config(5, num_devices=1), tmp_path / "one", progress=False)
+    four, summary = train.fit(_toy_task(), _config(5, num_devices=4), tmp_path / "four", progress=False)
+    assert summary["devices"] == 4
+    chex.assert_trees_all_close(jax.device_get(one.params), jax.device_get(four.params), atol=1e-6)
+    assert len(four.params["w"].sharding.device_set) == 4  # replicated over the mesh
+
+
+def test_stn_step_is_the_same_on_one_and_four_devices(tmp_path):
+    config = _smoke(stn_mnist.get_config("st_cnn,affine,RTS"))
+    config.num_steps, config.figure = 2, False
+    results = []
+    for devices in (1, 4):
+        config.num_devices = devices
+        with tfds.testing.mock_data(num_examples=64):
+            results.append(train.train_and_evaluate(config, tmp_path / str(devices))["final"]["loss"])
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-4)
+
+
+def test_no_recompilation_across_steps(tmp_path):
+    train.fit(_toy_task(trace_guard=True), _config(5), tmp_path, progress=False)
+
+
+def test_nan_loss_stops_with_a_clear_message(tmp_path):
+    with pytest.raises(FloatingPointError, match=r"diverged at step"):
+        train.fit(_toy_task(nan_at=-1.0), _config(3), tmp_path, progress=False)
+
+
+def test_batch_must_divide_over_devices(tmp_path):
+    with pytest.raises(ValueError, match=r"divisible by the 4 devices"):
+        train.fit(_toy_task(batch_size=6), _config(1, batch_size=6), tmp_path, progress=False)
+
+
+def test_step_schedule_decays_by_the_factor():
+    config = _config(30, optimizer="sgd", schedule="step", decay_steps=10, decay_factor=0.1, learning_rate=1.0)
+    tx = train.make_optimizer(config)
+    params = {"p": jnp.zeros(())}
+    state = tx.init(params)
+    steps = []
+    for _ in range(25):
+        updates, state = tx.update({"p": jnp.ones(())}, state, params)
+        steps.append(-float(updates["p"]))
+    np.testing.assert_allclose(steps[0], 1.0)
+    np.testing.assert_allclose(steps[10], 0.1, rtol=1e-6)
+    np.testing.assert_allclose(steps[20], 0.01, rtol=1e-6)
+
+
+def test_unknown_optimizer_and_schedule():
+    with pytest.raises(ValueError, match="Unknown optimizer"):
+        train.make_optimizer(_config(1, optimizer="lion"))
+    with pytest.raises(ValueError, match="Unknown schedule"):
+        train.make_optimizer(_config(1, schedule="warmup"))

@@ -1,0 +1,234 @@
+"""Spatial Transformer Networks (Jaderberg et al., NIPS 2015) as Flax Linen modules.
+
+A :class:`SpatialTransformer` is a localisation network (any Linen module mapping ``[N, H, W, C]`` to
+features ``[N, F]``), a final regression layer to the transform's parameters (initialised to the identity
+transform, as in the paper), a grid generator from :mod:`visattn_jax.grids` and the sampler from
+:mod:`visattn_jax.sampling`. The classifiers of the paper's distorted-MNIST experiments are built from it:
+ST-CNN and ST-FCN, and the plain CNN and FCN baselines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from visattn_jax.grids import affine_grid, attention_grid, projective_grid, tps_grid
+from visattn_jax.sampling import grid_sample
+
+__all__ = [
+    "CNN",
+    "FCN",
+    "TRANSFORMS",
+    "ConvLocalization",
+    "FCLocalization",
+    "STClassifier",
+    "SpatialTransformer",
+    "Transform",
+    "stn_classifier",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Transform:
+    """A transform family: how many parameters, their identity value, and the grid they generate."""
+
+    num_params: int
+    identity: Callable[[], np.ndarray]
+    grid: Callable[..., jax.Array]  # (params [num_params], shape (h, w), *, align_corners) -> [h, w, 2]
+
+
+def _tps_transform(grid_size: int) -> Transform:
+    k = grid_size * grid_size
+    return Transform(
+        num_params=2 * k,
+        identity=lambda: np.zeros(2 * k, np.float32),
+        grid=lambda p, shape, *, align_corners: tps_grid(p.reshape(k, 2), shape, align_corners=align_corners),
+    )
+
+
+# The four transforms of the STN paper. TPS uses a 4x4 control grid (16 points) as in the paper.
+TRANSFORMS: dict[str, Transform] = {
+    "affine": Transform(
+        6,
+        lambda: np.array([1, 0, 0, 0, 1, 0], np.float32),
+        lambda p, shape, *, align_corners: affine_grid(p.reshape(2, 3), shape, align_corners=align_corners),
+    ),
+    "attention": Transform(3, lambda: np.array([1, 0, 0], np.float32), attention_grid),
+    "projective": Transform(
+        8,
+        lambda: np.array([1, 0, 0, 0, 1, 0, 0, 0], np.float32),
+        lambda p, shape, *, align_corners: projective_grid(
+            jnp.concatenate([p, jnp.ones((1,), p.dtype)]).reshape(3, 3), shape, align_corners=align_corners
+        ),
+    ),
+    "tps": _tps_transform(4),
+}
+
+
+class SpatialTransformer(nn.Module):
+    """Localisation net -> transform parameters -> sampling grid -> bilinear sampler (STN section 3).
+
+    Attributes:
+      localization: Linen module ``[N, H, W, C] -> [N, F]`` (e.g. :class:`ConvLocalization`).
+      transform: ``"affine"``, ``"attention"``, ``"projective"`` or ``"tps"`` (16 control points).
+      output_shape: ``(h, w)`` of the output; default: the input's size.
+      align_corners: the sampler's convention (see :mod:`visattn_jax.sampling`).
+      padding_mode: what samples outside the input read.
+
+    Returns ``[N, h, w, C]``. The transform parameters ``[N, P]`` and the grid ``[N, h, w, 2]`` are sown into
+    the ``"intermediates"`` collection (``theta``, ``grid``) for figures and inspection.
+    """
+
+    localization: nn.Module
+    transform: str = "affine"
+    output_shape: Sequence[int] | None = None
+    align_corners: bool = False
+    padding_mode: str = "zeros"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.transform not in TRANSFORMS:
+            raise ValueError(f"Unknown transform {self.transform!r}; choose one of {sorted(TRANSFORMS)}.")
+        if x.ndim != 4:
+            raise ValueError(f"SpatialTransformer expects [N, H, W, C] images, got shape {x.shape}.")
+        spec = TRANSFORMS[self.transform]
+        features = self.localization(x)
+        if features.ndim != 2 or features.shape[0] != x.shape[0]:
+            raise ValueError(f"the localization net must return [N, F] features, got shape {features.shape}.")
+        # Zero weights and identity bias: the transformer starts as the identity (the paper's initialisation).
+        identity = spec.identity()
+        theta = nn.Dense(
+            spec.num_params,
+            kernel_init=nn.initializers.zeros,
+            bias_init=lambda *_: jnp.asarray(identity),
+            name="regression",
+        )(features)
+        shape = tuple(self.output_shape) if self.output_shape is not None else x.shape[1:3]
+        grid = jax.vmap(functools.partial(spec.grid, shape=shape, align_corners=self.align_corners))(theta)
+        self.sow("intermediates", "theta", theta)
+        self.sow("intermediates", "grid", grid)
+        return grid_sample(x, grid.astype(x.dtype), align_corners=self.align_corners, padding_mode=self.padding_mode)
+
+
+def _flatten(x: jax.Array) -> jax.Array:
+    return x.reshape(x.shape[0], -1)
+
+
+class FCLocalization(nn.Module):
+    """The ST-FCN localisation net: fully connected ReLU layers (with the regression layer, 3 FC layers)."""
+
+    features: Sequence[int] = (32, 32)
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = _flatten(x)
+        for width in self.features:
+            x = nn.relu(nn.Dense(width)(x))
+        return x
+
+
+class ConvLocalization(nn.Module):
+    """The ST-CNN localisation net: 2x downsampling, two 5x5 conv layers (20 filters) with max pooling, FC."""
+
+    filters: int = 20
+    hidden: int = 50
+    downsample: int = 2
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.downsample > 1:
+            # Average pooling (flax's avg_pool divides by an int, which strict dtype promotion rejects).
+            window = (self.downsample, self.downsample)
+            x = nn.pool(x, 0.0, jax.lax.add, window, window, "VALID") / float(self.downsample**2)
+        for _ in range(2):
+            x = nn.relu(nn.Conv(self.filters, (5, 5))(x))
+            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        return nn.relu(nn.Dense(self.hidden)(_flatten(x)))
+
+
+class CNN(nn.Module):
+    """The paper's CNN classifier: conv 9x9 -> max-pool 2 -> conv 7x7 -> max-pool 2 -> FC -> class logits."""
+
+    num_classes: int = 10
+    filters: Sequence[int] = (32, 32)
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for width, size in zip(self.filters, (9, 7), strict=True):
+            x = nn.relu(nn.Conv(width, (size, size))(x))
+            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        return nn.Dense(self.num_classes)(_flatten(x))
+
+
+class FCN(nn.Module):
+    """The paper's FCN classifier: fully connected ReLU layers -> class logits."""
+
+    num_classes: int = 10
+    features: Sequence[int] = (128, 128)
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = _flatten(x)
+        for width in self.features:
+            x = nn.relu(nn.Dense(width)(x))
+        return nn.Dense(self.num_classes)(x)
+
+
+class STClassifier(nn.Module):
+    """An optional spatial transformer in front of a classifier: ``logits = classifier(st(x))``.
+
+    Attributes:
+      classifier: Linen module ``[N, h, w, C] -> [N, num_classes]``.
+      transformer: a :class:`SpatialTransformer`, or None for the plain baseline.
+    """
+
+    classifier: nn.Module
+    transformer: nn.Module | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.transformer is not None:
+            x = self.transformer(x)
+        return self.classifier(x)
+
+
+def stn_classifier(
+    model: str,
+    *,
+    transform: str = "affine",
+    input_size: int = 28,
+    st_output_size: int | None = None,
+    num_classes: int = 10,
+    **overrides: Any,
+) -> STClassifier:
+    """Builds the paper's distorted-MNIST models by name.
+
+    Args:
+      model: ``"cnn"``, ``"fcn"``, ``"st_cnn"`` or ``"st_fcn"``.
+      transform: the ST transform (ignored by the baselines).
+      input_size: side of the (square) input images.
+      st_output_size: side of the transformer's output (the paper halves it for RTS and cluttered MNIST);
+        default: ``input_size``.
+      num_classes: number of classes.
+      **overrides: fields of the classifier (``filters=`` for CNNs, ``features=`` for FCNs).
+
+    Returns:
+      An :class:`STClassifier`.
+    """
+    builders = {"cnn": CNN, "fcn": FCN, "st_cnn": CNN, "st_fcn": FCN}
+    if model not in builders:
+        raise ValueError(f"Unknown model {model!r}; choose one of {sorted(builders)}.")
+    classifier = builders[model](num_classes=num_classes, **overrides)
+    transformer = None
+    if model.startswith("st_"):
+        localization = ConvLocalization() if model == "st_cnn" else FCLocalization()
+        size = st_output_size or input_size
+        transformer = SpatialTransformer(localization=localization, transform=transform, output_shape=(size, size))
+    return STClassifier(classifier=classifier, transformer=transformer)

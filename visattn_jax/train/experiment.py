@@ -1,0 +1,87 @@
+"""``train_and_evaluate(config, workdir)``: the one entry point that runs a configured experiment."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from visattn_jax.data.mnist import load_image_dataset
+from visattn_jax.stn import stn_classifier
+from visattn_jax.train.classification import classification_task, make_test_set
+from visattn_jax.train.loop import fit
+
+__all__ = ["load_digits", "train_and_evaluate"]
+
+
+def load_digits(config) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Train and test digits (uint8) and labels of ``config.dataset``, cut to ``config.train_limit`` /
+    ``config.test_limit`` when those are set (smoke tests and quick runs)."""
+    kwargs = {"data_dir": config.get("data_dir"), "source_dir": config.get("mnist_dir")}
+    train_x, train_y = load_image_dataset(config.dataset, "train", **kwargs)
+    test_x, test_y = load_image_dataset(config.dataset, "test", **kwargs)
+    if config.get("train_limit"):
+        train_x, train_y = train_x[: config.train_limit], train_y[: config.train_limit]
+    if config.get("test_limit"):
+        test_x, test_y = test_x[: config.test_limit], test_y[: config.test_limit]
+    return train_x, train_y, test_x, test_y
+
+
+def _stn_figure(model, params, test_images: np.ndarray, path: Path, count: int = 8) -> Path | None:
+    from visattn_jax.viz import plot_transformer
+
+    if model.transformer is None:
+        return None
+    inputs = test_images[:count]
+    logits, state = model.apply(params, inputs, mutable=["intermediates"])
+    inner = state["intermediates"]["transformer"]
+    outputs = model.transformer.apply({"params": params["params"]["transformer"]}, inputs)
+    titles = [f"pred {int(p)}" for p in np.argmax(np.asarray(logits), -1)]
+    return plot_transformer(inputs, np.asarray(outputs), np.asarray(inner["grid"][0]), path, titles=titles)
+
+
+def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
+    """Loads data, builds the model and task from ``config``, trains, evaluates, writes summary and figure.
+
+    ``config.task`` selects the experiment family (``"stn"``: the distorted-MNIST classifiers).
+    Returns the summary that is also written to ``workdir/summary.json``.
+    """
+    if config.task != "stn":
+        raise ValueError(f"Unknown task {config.task!r}; this version has 'stn'.")
+    workdir = Path(workdir)
+    train_x, train_y, test_x, test_y = load_digits(config)
+    test_images = make_test_set(config.distortion, test_x, seed=config.test_seed)
+    model = stn_classifier(
+        config.model,
+        transform=config.transform,
+        input_size=test_images.shape[1],
+        st_output_size=config.get("st_output_size") or None,
+        **config.get("model_overrides", {}),
+    )
+    task = classification_task(
+        model,
+        train_images=train_x,
+        train_labels=train_y,
+        test_images=test_images,
+        test_labels=test_y,
+        distortion=config.distortion,
+        batch_size=config.batch_size,
+    )
+    state, summary = fit(task, config, workdir, progress=config.get("progress", True))
+    params = jax.device_get(state.params)
+    summary["num_params"] = int(sum(np.size(p) for p in jax.tree_util.tree_leaves(params)))
+    summary["config"] = config.to_dict()
+    if config.get("figure", True):
+        figure = _stn_figure(model, params, test_images, workdir / "transformer.png")
+        summary["figure"] = str(figure) if figure else None
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    final = summary["final"]
+    print(
+        f"{config.model} {config.transform if config.model.startswith('st_') else ''} on {config.distortion}: "
+        f"test error {final['error_percent']:.2f}% over {int(final['count'])} images after {config.num_steps} steps "
+        f"({summary['train_images_per_second']} train images/s on {summary['devices']} {summary['platform']} device(s))."
+    )
+    return summary

@@ -1,0 +1,70 @@
+"""Figures for the experiments and notebooks (matplotlib, headless-safe)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["grid_to_pixels", "plot_transformer"]
+
+
+def grid_to_pixels(grid: np.ndarray, height: int, width: int, *, align_corners: bool = False) -> np.ndarray:
+    """Normalised ``(x, y)`` grid ``[..., 2]`` -> pixel coordinates ``[..., 2]`` (x = column, y = row)."""
+    grid = np.asarray(grid, np.float64)
+    size = np.array([width, height], np.float64)
+    if align_corners:
+        return (grid + 1) / 2 * (size - 1)
+    return ((grid + 1) * size - 1) / 2
+
+
+def plot_transformer(
+    inputs: np.ndarray,
+    outputs: np.ndarray,
+    grids: np.ndarray,
+    path: str | Path,
+    *,
+    titles: list[str] | None = None,
+    align_corners: bool = False,
+    every: int = 4,
+) -> Path:
+    """Inputs with the sampling grid drawn on them (outline and every ``every``-th point), and the outputs.
+
+    Args:
+      inputs: ``[n, H, W, 1]`` images the transformer read.
+      outputs: ``[n, h, w, 1]`` what it produced.
+      grids: ``[n, h, w, 2]`` normalised sampling grids (pull: where each output pixel read from).
+      path: where to write the PNG.
+      titles: optional per-column titles (e.g. predicted labels).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(inputs)
+    fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 3.4), squeeze=False)
+    height, width = inputs.shape[1:3]
+    for i in range(n):
+        top, bottom = axes[0, i], axes[1, i]
+        top.imshow(inputs[i, ..., 0], cmap="gray", vmin=0, vmax=1)
+        pix = grid_to_pixels(grids[i], height, width, align_corners=align_corners)
+        outline = np.concatenate([pix[0, :], pix[:, -1], pix[-1, ::-1], pix[::-1, 0]])
+        top.plot(outline[:, 0], outline[:, 1], color="tab:orange", linewidth=1.0)
+        points = pix[::every, ::every].reshape(-1, 2)
+        top.scatter(points[:, 0], points[:, 1], s=1.5, color="tab:cyan")
+        top.set_xlim(-0.5, width - 0.5)
+        top.set_ylim(height - 0.5, -0.5)
+        bottom.imshow(outputs[i, ..., 0], cmap="gray", vmin=0, vmax=1)
+        if titles is not None:
+            top.set_title(titles[i], fontsize=8)
+        for ax in (top, bottom):
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_ylabel("input + grid", fontsize=8)
+    axes[1, 0].set_ylabel("transformer output", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
