@@ -8,9 +8,12 @@ Rerunning with the same workdir resumes from its last checkpoint.
 
 from __future__ import annotations
 
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from visattn_jax.data import DataUnavailableError
 from visattn_jax.train import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path:argument).", lock_config=True)
@@ -21,7 +24,11 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
-    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    try:
+        train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except DataUnavailableError as error:
+        print(f"\nThe dataset is not available: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

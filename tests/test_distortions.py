@@ -142,3 +142,28 @@ def test_cluttered_keeps_the_digit():
 def test_bad_input(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_missing_and_corrupt_mnist_files_give_clear_errors(tmp_path):
+    source = tmp_path / "source"
+    source.mkdir()
+    with pytest.raises(data.DataUnavailableError, match=r"train-images-idx3-ubyte.gz is missing"):
+        data.prepare_mnist(data_dir=tmp_path / "tfds", source_dir=source)
+    for name in data.MNIST_FILES:
+        (source / name).write_bytes(b"not mnist")
+    with pytest.raises(data.DataUnavailableError, match=r"wrong checksum"):
+        data.prepare_mnist(data_dir=tmp_path / "tfds", source_dir=source)
+
+
+def test_unknown_dataset_name():
+    with pytest.raises(ValueError, match=r"Unknown dataset 'mnist2'"):
+        data.load_image_dataset("mnist2", "train")
+
+
+def test_mnist_loads_through_tfds_mock_data():
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=20):
+        images, labels = data.load_image_dataset("mnist", "train")
+    assert images.shape == (20, 28, 28, 1) and images.dtype == np.uint8
+    assert labels.shape == (20,) and labels.dtype == np.int32 and labels.max() < 10

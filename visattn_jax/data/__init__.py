@@ -10,11 +10,18 @@ from visattn_jax.data.distortions import (
     rts,
     translated,
 )
-from visattn_jax.data.mnist import MNIST_FILES, default_data_dir, load_image_dataset, prepare_mnist
+from visattn_jax.data.mnist import (
+    MNIST_FILES,
+    DataUnavailableError,
+    default_data_dir,
+    load_image_dataset,
+    prepare_mnist,
+)
 
 __all__ = [
     "DISTORTIONS",
     "MNIST_FILES",
+    "DataUnavailableError",
     "cluttered",
     "default_data_dir",
     "distort",

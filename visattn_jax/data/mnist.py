@@ -16,7 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["MNIST_FILES", "default_data_dir", "load_image_dataset", "prepare_mnist"]
+__all__ = ["MNIST_FILES", "DataUnavailableError", "default_data_dir", "load_image_dataset", "prepare_mnist"]
+
+
+class DataUnavailableError(RuntimeError):
+    """A dataset could not be found or prepared; the message says how to make it available."""
+
 
 # The original LeCun files and their well-known MD5s (the ones TFDS and torchvision check).
 MNIST_FILES = {
@@ -62,10 +67,8 @@ def prepare_mnist(*, data_dir: str | os.PathLike | None = None, source_dir: str 
       The data folder.
 
     Raises:
-      FileNotFoundError: a file is missing from ``source_dir``.
-      ValueError: a file's checksum is wrong.
-      RuntimeError: TFDS could not prepare MNIST (no files and no network, or no tensorflow); the message
-        says how to fix it.
+      DataUnavailableError: a file is missing from ``source_dir``, a file's checksum is wrong, or TFDS could
+        not prepare MNIST (no files and no network, or no tensorflow); the message says how to fix it.
     """
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     manual = _manual_dir(data_dir)
@@ -75,18 +78,20 @@ def prepare_mnist(*, data_dir: str | os.PathLike | None = None, source_dir: str 
         for name, md5 in MNIST_FILES.items():
             src = source_dir / name
             if not src.is_file():
-                raise FileNotFoundError(f"MNIST file {src} is missing; {source_dir} must hold {sorted(MNIST_FILES)}.")
+                raise DataUnavailableError(
+                    f"MNIST file {src} is missing; {source_dir} must hold {sorted(MNIST_FILES)}."
+                )
             dst = manual / name
             if not dst.is_file() or _md5(dst) != md5:
                 if _md5(src) != md5:
-                    raise ValueError(
+                    raise DataUnavailableError(
                         f"MNIST file {src} has the wrong checksum (expected MD5 {md5}); it is not the original."
                     )
                 shutil.copyfile(src, dst)
     for name, md5 in MNIST_FILES.items():
         path = manual / name
         if path.is_file() and _md5(path) != md5:
-            raise ValueError(
+            raise DataUnavailableError(
                 f"{path} has the wrong checksum (expected MD5 {md5}): replace it with the original MNIST file."
             )
 
@@ -98,7 +103,7 @@ def prepare_mnist(*, data_dir: str | os.PathLike | None = None, source_dir: str 
             builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
         except Exception as error:  # TFDS raises many kinds here (network, missing tensorflow, files)
             hint = _HOW_TO_FIX.format(files=", ".join(MNIST_FILES), manual=manual)
-            raise RuntimeError(f"Could not prepare MNIST in {data_dir}: {error}\n{hint}") from error
+            raise DataUnavailableError(f"Could not prepare MNIST in {data_dir}: {error}\n{hint}") from error
     return data_dir
 
 
@@ -108,7 +113,7 @@ def _load_with_tf_data(name: str, split: str, data_dir: Path) -> tuple[np.ndarra
     try:
         arrays = tfds.as_numpy(tfds.load(name, split=split, data_dir=str(data_dir), batch_size=-1, download=False))
     except ImportError as error:
-        raise RuntimeError(
+        raise DataUnavailableError(
             f"{name!r} in {data_dir} is prepared in TFRecord format, which needs tensorflow to read "
             "(pip install -e '.[data]'), or delete that folder to have it prepared again as array_record."
         ) from error
@@ -158,7 +163,7 @@ def load_image_dataset(
             try:
                 tfds.builder(name, data_dir=str(data_dir), file_format="array_record").download_and_prepare()
             except Exception as error:
-                raise RuntimeError(
+                raise DataUnavailableError(
                     f"Could not prepare {name!r} in {data_dir}: {error}\nTFDS needs the network and tensorflow "
                     "(pip install -e '.[data]') to prepare it once."
                 ) from error
