@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from experiments.configs import stn_mnist
+from experiments.configs import ram_mnist, stn_mnist
 from visattn_jax import train
 from visattn_jax.stn import stn_classifier
 
@@ -54,6 +54,36 @@ def _smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return config
 
 
+RAM_CELLS = [
+    f"{task},{model},{glimpses},{budget}"
+    for task in ram_mnist.TASKS
+    for model, glimpses in (("ram", 4), ("ram", 6), ("ram", 8), ("ram_random", 6), ("fc", 1), ("conv", 1))
+    for budget in ("cpu", "paper")
+]
+RAM_SMOKE_CELLS = [
+    "mnist28,ram,2",
+    "translated60,ram_random,2",
+    "cluttered60,fc,1",
+    "cluttered100,conv,1",
+    "cluttered60,ram,3",
+]
+
+
+@pytest.mark.parametrize("cell", RAM_CELLS)
+def test_every_ram_config_builds(cell):
+    config = ram_mnist.get_config(cell)
+    assert config.task == "ram" and config.num_steps > 0 and config.batch_size % 4 == 0
+
+
+@pytest.mark.parametrize("cell", RAM_SMOKE_CELLS)
+def test_ram_config_trains_one_step_on_mock_data(cell, tmp_path):
+    config = _smoke(ram_mnist.get_config(cell))
+    with tfds.testing.mock_data(num_examples=64):
+        summary = train.train_and_evaluate(config, tmp_path)
+    assert summary["final"]["count"] == 16
+    assert (tmp_path / "ram_figure.png").exists() == config.model.startswith("ram")
+
+
 @pytest.mark.parametrize("cell", ALL_CELLS + ["quickstart"])
 def test_every_config_builds(cell):
     config = stn_mnist.get_config(cell)
@@ -71,7 +101,7 @@ def test_config_trains_one_step_on_mock_data(cell, tmp_path):
     assert 0.0 <= summary["final"]["error_percent"] <= 100.0
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 1
     assert (tmp_path / "metrics.jsonl").read_text().count("\n") >= 2
-    assert (tmp_path / "transformer.png").exists() == config.model.startswith("st_")
+    assert (tmp_path / "stn_figure.png").exists() == config.model.startswith("st_")
 
 
 def _toy_task(batch_size=8, nan_at=None, trace_guard=False):

@@ -12,6 +12,7 @@ from visattn_jax.grids import (
 )
 from visattn_jax.sampling import (
     PaddingMode,
+    apply_interpolation,
     bilinear_sample,
     grid_sample,
     interpolation_matrix,
@@ -23,6 +24,7 @@ __version__ = "0.1.0"
 __all__ = [
     "PaddingMode",
     "affine_grid",
+    "apply_interpolation",
     "attention_grid",
     "attention_to_affine",
     "base_coords",

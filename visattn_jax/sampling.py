@@ -40,6 +40,7 @@ PaddingMode = Literal["zeros", "border", "reflection"]
 
 __all__ = [
     "PaddingMode",
+    "apply_interpolation",
     "bilinear_sample",
     "grid_sample",
     "interpolation_matrix",
@@ -424,5 +425,29 @@ def separable_sample(
     kwargs = dict(align_corners=align_corners, padding_mode=padding_mode, dtype=ctype)
     rows = interpolation_matrix(y, height, **kwargs)  # [h, H]
     cols = interpolation_matrix(x, width, **kwargs)  # [w, W]
-    out = jnp.einsum("hy,yxc,wx->hwc", rows, image.astype(ctype), cols, precision=jax.lax.Precision.HIGHEST)
+    return apply_interpolation(image, rows, cols)
+
+
+def apply_interpolation(image: ArrayLike, rows: ArrayLike, cols: ArrayLike) -> jax.Array:
+    """``rows @ image @ cols^T`` per channel: ``[h, H] x [H, W, C] x [w, W] -> [h, w, C]`` in image's dtype.
+
+    The separable resampling step behind :func:`separable_sample`; any ``[h, H]`` / ``[w, W]`` operators
+    work (e.g. area-averaging ones, see :func:`visattn_jax.ram.glimpse_sensor`).
+    """
+    image = _as_float_array(image, "image")
+    _check_image(image)
+    rows, cols = jnp.asarray(rows), jnp.asarray(cols)
+    if rows.ndim != 2 or rows.shape[1] != image.shape[0] or cols.ndim != 2 or cols.shape[1] != image.shape[1]:
+        raise ValueError(
+            f"rows must be [h, {image.shape[0]}] and cols [w, {image.shape[1]}] for image {image.shape}, "
+            f"got {rows.shape} and {cols.shape}."
+        )
+    ctype = _compute_dtype(image.dtype)
+    out = jnp.einsum(
+        "hy,yxc,wx->hwc",
+        rows.astype(ctype),
+        image.astype(ctype),
+        cols.astype(ctype),
+        precision=jax.lax.Precision.HIGHEST,
+    )
     return out.astype(image.dtype)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["grid_to_pixels", "plot_transformer"]
+__all__ = ["grid_to_pixels", "plot_glimpses", "plot_transformer"]
 
 
 def grid_to_pixels(grid: np.ndarray, height: int, width: int, *, align_corners: bool = False) -> np.ndarray:
@@ -63,6 +63,59 @@ def plot_transformer(
             ax.set_yticks([])
     axes[0, 0].set_ylabel("input + grid", fontsize=8)
     axes[1, 0].set_ylabel("transformer output", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_glimpses(
+    images: np.ndarray,
+    locations: np.ndarray,
+    path: str | Path,
+    *,
+    size: int,
+    num_scales: int,
+    titles: list[str] | None = None,
+) -> Path:
+    """RAM glimpse trajectories: each image with its glimpse centres (numbered path) and every patch outline.
+
+    Args:
+      images: ``[n, H, W, 1]``.
+      locations: ``[n, T, 2]`` normalised glimpse centres (x, y), in the order they were taken.
+      path: where to write the PNG.
+      size, num_scales: the retina's patch size and number of scales (for the outlines).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from visattn_jax.ram import glimpse_boxes
+
+    n, height, width = images.shape[:3]
+    steps = locations.shape[1]
+    colors = plt.cm.viridis(np.linspace(0, 1, steps))
+    fig, axes = plt.subplots(1, n, figsize=(2.0 * n, 2.3), squeeze=False)
+    for i, ax in enumerate(axes[0]):
+        ax.imshow(images[i, ..., 0], cmap="gray", vmin=0, vmax=1)
+        boxes = glimpse_boxes(locations[i], size=size, num_scales=num_scales, height=height, width=width)
+        centres = grid_to_pixels(locations[i], height, width)
+        ax.plot(centres[:, 0], centres[:, 1], color="white", linewidth=0.6, alpha=0.7)
+        for t in range(steps):
+            for left, top, right, bottom in boxes[t]:
+                ax.add_patch(
+                    Rectangle((left, top), right - left, bottom - top, fill=False, linewidth=0.7, edgecolor=colors[t])
+                )
+            ax.text(centres[t, 0], centres[t, 1], str(t + 1), color=colors[t], fontsize=6, ha="center", va="center")
+        ax.set_xlim(-0.5, width - 0.5)
+        ax.set_ylim(height - 0.5, -0.5)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=8)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)

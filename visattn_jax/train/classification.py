@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -13,7 +14,27 @@ import optax
 from visattn_jax.data.distortions import distort
 from visattn_jax.train.loop import Task
 
-__all__ = ["classification_task", "make_test_set"]
+__all__ = ["classification_task", "cross_entropy_objective", "make_test_set", "ram_objective"]
+
+# (model, params, images, labels, key) -> (loss, metrics, logits)
+Objective = Callable[[nn.Module, Any, jax.Array, jax.Array, jax.Array], tuple[jax.Array, dict, jax.Array]]
+
+
+def cross_entropy_objective(model, params, images, labels, key):
+    """Softmax cross-entropy of a deterministic classifier ``model.apply(params, images) -> logits``."""
+    del key
+    logits = model.apply(params, images)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    return loss, {}, logits
+
+
+def ram_objective(model, params, images, labels, key):
+    """RAM's hybrid loss (:func:`visattn_jax.ram.ram_loss`) for one sampled episode per image."""
+    from visattn_jax.ram import ram_loss
+
+    outputs = model.apply(params, images, key)
+    loss, metrics = ram_loss(outputs, labels)
+    return loss, metrics, outputs["logits"]
 
 
 def make_test_set(distortion: str, images: np.ndarray, *, seed: int, chunk: int = 1000) -> np.ndarray:
@@ -41,6 +62,8 @@ def classification_task(
     distortion: str,
     batch_size: int,
     eval_batch_size: int = 1000,
+    objective: Objective = cross_entropy_objective,
+    eval_seed: int = 0,
 ) -> Task:
     """A :class:`Task` that trains ``model`` on freshly distorted digits every step.
 
@@ -53,6 +76,10 @@ def classification_task(
       distortion: name in :data:`visattn_jax.data.DISTORTIONS`.
       batch_size: training batch size.
       eval_batch_size: evaluation batch size (the last batch may be smaller).
+      objective: the loss (default: cross-entropy; :func:`ram_objective` for RAM, whose ``model.apply`` also
+        takes a key).
+      eval_seed: stochastic models are evaluated with one sample per image from keys derived from this seed
+        (fixed, so evaluations are comparable).
     """
     if train_images.dtype != np.uint8 or train_images.ndim != 4:
         raise ValueError(f"train_images must be uint8 [N, H, W, C], got {train_images.dtype} {train_images.shape}.")
@@ -63,7 +90,8 @@ def classification_task(
     sample_shape = test_images.shape[1:]
 
     def init(key: jax.Array) -> Any:
-        return model.init(key, jnp.zeros((1, *sample_shape), jnp.float32))
+        dummy = jnp.zeros((1, *sample_shape), jnp.float32)
+        return model.init(key, dummy) if objective is cross_entropy_objective else model.init(key, dummy, key)
 
     def train_batch(key: jax.Array) -> dict[str, jax.Array]:
         k_index, k_distort = jax.random.split(key)
@@ -72,14 +100,13 @@ def classification_task(
         return {"image": images, "label": labels[index]}
 
     def loss_fn(params, batch, key):
-        del key  # deterministic models
-        logits = model.apply(params, batch["image"])
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+        loss, metrics, logits = objective(model, params, batch["image"], batch["label"], key)
         accuracy = jnp.mean((jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32))
-        return loss, {"accuracy": accuracy}
+        return loss, {**metrics, "accuracy": accuracy}
 
     def eval_fn(params, batch):
-        logits = model.apply(params, batch["image"])
+        key = jax.random.fold_in(jax.random.PRNGKey(eval_seed), batch["index"][0])
+        _, _, logits = objective(model, params, batch["image"], batch["label"], key)
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
         correct = jnp.sum((jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32))
         return {
@@ -92,6 +119,7 @@ def classification_task(
         {
             "image": test_images[i : i + eval_batch_size],
             "label": np.asarray(test_labels[i : i + eval_batch_size], np.int32),
+            "index": np.arange(i, min(i + eval_batch_size, len(test_images)), dtype=np.int32),
         }
         for i in range(0, len(test_images), eval_batch_size)
     ]

@@ -10,8 +10,8 @@ import jax
 import numpy as np
 
 from visattn_jax.data.mnist import load_image_dataset
-from visattn_jax.stn import stn_classifier
-from visattn_jax.train.classification import classification_task, make_test_set
+from visattn_jax.stn import FCN, stn_classifier
+from visattn_jax.train.classification import classification_task, cross_entropy_objective, make_test_set, ram_objective
 from visattn_jax.train.loop import fit
 
 __all__ = ["load_digits", "train_and_evaluate"]
@@ -43,24 +43,73 @@ def _stn_figure(model, params, test_images: np.ndarray, path: Path, count: int =
     return plot_transformer(inputs, np.asarray(outputs), np.asarray(inner["grid"][0]), path, titles=titles)
 
 
-def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
-    """Loads data, builds the model and task from ``config``, trains, evaluates, writes summary and figure.
+def _ram_figure(model, params, test_images: np.ndarray, path: Path, count: int = 8) -> Path | None:
+    from visattn_jax.viz import plot_glimpses
 
-    ``config.task`` selects the experiment family (``"stn"``: the distorted-MNIST classifiers).
-    Returns the summary that is also written to ``workdir/summary.json``.
-    """
-    if config.task != "stn":
-        raise ValueError(f"Unknown task {config.task!r}; this version has 'stn'.")
-    workdir = Path(workdir)
-    train_x, train_y, test_x, test_y = load_digits(config)
-    test_images = make_test_set(config.distortion, test_x, seed=config.test_seed)
+    if not hasattr(model, "num_glimpses"):
+        return None
+    inputs = test_images[:count]
+    outputs = model.apply(params, inputs, jax.random.PRNGKey(0))
+    titles = [f"pred {int(p)}" for p in np.argmax(np.asarray(outputs["logits"]), -1)]
+    return plot_glimpses(
+        inputs,
+        np.asarray(outputs["locations"]),
+        path,
+        size=model.glimpse_size,
+        num_scales=model.num_scales,
+        titles=titles,
+    )
+
+
+def _stn_model(config, input_size: int):
     model = stn_classifier(
         config.model,
         transform=config.transform,
-        input_size=test_images.shape[1],
+        input_size=input_size,
         st_output_size=config.get("st_output_size") or None,
         **config.get("model_overrides", {}),
     )
+    return model, cross_entropy_objective, _stn_figure
+
+
+def _ram_model(config, input_size: int):
+    from visattn_jax.ram import RAM, ConvBaseline
+
+    del input_size
+    if config.model in ("ram", "ram_random"):
+        model = RAM(
+            num_glimpses=config.num_glimpses,
+            glimpse_size=config.glimpse_size,
+            num_scales=config.num_scales,
+            antialias=config.antialias,
+            core=config.core,
+            location_std=config.location_std,
+            random_locations=config.model == "ram_random",
+        )
+        return model, ram_objective, _ram_figure
+    if config.model == "fc":
+        return FCN(features=(256, 256)), cross_entropy_objective, None
+    if config.model == "conv":
+        return ConvBaseline(), cross_entropy_objective, None
+    raise ValueError(f"Unknown RAM-task model {config.model!r}; choose ram, ram_random, fc or conv.")
+
+
+_TASKS = {"stn": _stn_model, "ram": _ram_model}
+
+
+def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
+    """Loads data, builds the model and task from ``config``, trains, evaluates, writes summary and figure.
+
+    ``config.task`` selects the experiment family: ``"stn"`` (distorted-MNIST classifiers of the STN paper)
+    or ``"ram"`` (RAM and its baselines on MNIST / translated / cluttered MNIST).
+    Returns the summary that is also written to ``workdir/summary.json``.
+    """
+    if config.task not in _TASKS:
+        raise ValueError(f"Unknown task {config.task!r}; choose one of {sorted(_TASKS)}.")
+    workdir = Path(workdir)
+    train_x, train_y, test_x, test_y = load_digits(config)
+    test_images = make_test_set(config.distortion, test_x, seed=config.test_seed)
+    model, objective, figure_fn = _TASKS[config.task](config, test_images.shape[1])
     task = classification_task(
         model,
         train_images=train_x,
@@ -69,19 +118,20 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
         test_labels=test_y,
         distortion=config.distortion,
         batch_size=config.batch_size,
+        objective=objective,
     )
     state, summary = fit(task, config, workdir, progress=config.get("progress", True))
     params = jax.device_get(state.params)
     summary["num_params"] = int(sum(np.size(p) for p in jax.tree_util.tree_leaves(params)))
     summary["config"] = config.to_dict()
-    if config.get("figure", True):
-        figure = _stn_figure(model, params, test_images, workdir / "transformer.png")
+    if config.get("figure", True) and figure_fn is not None:
+        figure = figure_fn(model, params, test_images, workdir / f"{config.task}_figure.png")
         summary["figure"] = str(figure) if figure else None
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     final = summary["final"]
     print(
-        f"{config.model} {config.transform if config.model.startswith('st_') else ''} on {config.distortion}: "
-        f"test error {final['error_percent']:.2f}% over {int(final['count'])} images after {config.num_steps} steps "
-        f"({summary['train_images_per_second']} train images/s on {summary['devices']} {summary['platform']} device(s))."
+        f"{config.name} on {config.distortion}: test error {final['error_percent']:.2f}% over "
+        f"{int(final['count'])} images after {config.num_steps} steps ({summary['train_images_per_second']} "
+        f"train images/s on {summary['devices']} {summary['platform']} device(s)); results in {workdir}."
     )
     return summary
