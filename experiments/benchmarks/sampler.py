@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import statistics
-import time
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.benchmarks.common import median_seconds
 from visattn_jax import affine_grid, grid_sample, separable_sample
 
 
@@ -48,17 +46,6 @@ SIZES = (
     Size("d", 8, 224, 224, 3, 224, 224),
     Size("e", 256, 60, 60, 1, 8, 8, glimpse_scales=3),
 )
-
-
-def _median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def make_inputs(size: Size, seed: int = 0):
@@ -198,9 +185,9 @@ def main(argv=None) -> None:
         rows = {}
         torch_fns = _torch_variant(images, grid)
         if torch_fns is not None:
-            rows["torch grid_sample"] = tuple(_median_seconds(f, args.repeats) for f in torch_fns)
+            rows["torch grid_sample"] = tuple(median_seconds(f, args.repeats) for f in torch_fns)
         for name, fns in _jax_variants(size, images, grid, axes).items():
-            rows[name] = tuple(_median_seconds(f, args.repeats) for f in fns)
+            rows[name] = tuple(median_seconds(f, args.repeats) for f in fns)
         ref = rows.get("torch grid_sample")
         for name, (fwd, bwd) in rows.items():
             ratio = (f"{fwd / ref[0]:>11.2f}{bwd / ref[1]:>11.2f}") if ref else f"{'-':>11}{'-':>11}"

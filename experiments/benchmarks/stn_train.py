@@ -15,27 +15,15 @@ also generates the RTS batch on device from clean digits (what ``experiments.mai
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from experiments.benchmarks.common import median_seconds, print_throughput
 from visattn_jax.data import rts
 from visattn_jax.stn import stn_classifier
-
-
-def _median_step_seconds(step, steps: int, warmup: int = 5) -> float:
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def jax_step(images: np.ndarray, labels: np.ndarray, digits: np.ndarray):
@@ -142,24 +130,22 @@ def main(argv=None) -> None:
 
     rows = {}
     run, run_with_data = jax_step(images, labels, digits)
-    rows["visattn_jax (jit)"] = _median_step_seconds(run, args.steps)
-    rows["visattn_jax (jit) + RTS generation"] = _median_step_seconds(run_with_data, args.steps)
+    rows["visattn_jax (jit)"] = median_seconds(run, args.steps)
+    rows["visattn_jax (jit) + RTS generation"] = median_seconds(run_with_data, args.steps)
+    reference = None
     try:
         import torch
 
         torch.set_num_threads(args.threads)
-        rows[f"PyTorch {torch.__version__} (eager)"] = _median_step_seconds(torch_step(images, labels), args.steps)
-        reference = rows[f"PyTorch {torch.__version__} (eager)"]
+        reference = f"PyTorch {torch.__version__} (eager)"
+        rows[reference] = median_seconds(torch_step(images, labels), args.steps)
     except ImportError:
-        reference = None
+        pass
     print(
         f"ST-CNN affine, RTS 42x42 -> 21x21, batch {args.batch_size}, Adam; median of {args.steps} steps; "
         f"jax {jax.__version__} on {jax.devices()[0].platform}"
     )
-    print(f"{'variant':<46}{'ms/step':>10}{'images/s':>11}{'x PyTorch':>11}")
-    for name, seconds in rows.items():
-        speedup = f"{reference / seconds:>11.2f}" if reference else f"{'-':>11}"
-        print(f"{name:<46}{seconds * 1e3:>10.2f}{args.batch_size / seconds:>11.0f}{speedup}")
+    print_throughput(rows, args.batch_size, reference)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from experiments.configs.common import base_config, set_budget
+
 TASKS = {
     # distortion, glimpse size, scales
     "mnist28": ("none", 8, 1),
@@ -45,9 +47,8 @@ def get_config(arg: str = "translated60,ram,6,cpu") -> ml_collections.ConfigDict
         raise ValueError(f"MODEL must be one of {MODELS}, got {model!r}")
     distortion, size, scales = TASKS[task]
 
-    config = ml_collections.ConfigDict()
-    config.task = "ram"
-    config.name = f"{task}_{model}_{glimpses}_{budget}" if model.startswith("ram") else f"{task}_{model}_{budget}"
+    name = f"{task}_{model}_{glimpses}_{budget}" if model.startswith("ram") else f"{task}_{model}_{budget}"
+    config = base_config("ram", name)
     config.model = model
     config.distortion = distortion
     config.num_glimpses = int(glimpses)
@@ -57,39 +58,19 @@ def get_config(arg: str = "translated60,ram,6,cpu") -> ml_collections.ConfigDict
     config.core = "rnn"
     config.location_std = 0.15
 
-    config.dataset = "mnist"
-    config.data_dir = ml_collections.config_dict.placeholder(str)
-    config.mnist_dir = ml_collections.config_dict.placeholder(str)
-    config.train_limit = 0
-    config.test_limit = 0
-    config.test_seed = 1234
-
-    config.seed = 0
-    config.num_devices = ml_collections.config_dict.placeholder(int)
-    config.weight_decay = 0.0
-    config.momentum = 0.9
+    set_budget(
+        config,
+        budget,
+        cpu=dict(batch_size=128, num_steps=20000, optimizer="adam", learning_rate=1e-3, schedule="cosine"),
+        paper=dict(
+            batch_size=128,
+            num_steps=200_000,
+            optimizer="momentum",
+            learning_rate=0.01,
+            schedule="step",
+            decay_steps=80_000,
+            decay_factor=0.1,
+        ),
+    )
     config.grad_clip_norm = 5.0
-    if budget == "cpu":
-        config.batch_size = 128
-        config.num_steps = 6000
-        config.optimizer = "adam"
-        config.learning_rate = 1e-3
-        config.schedule = "cosine"
-        config.decay_steps = 0
-        config.decay_factor = 1.0
-    elif budget == "paper":
-        config.batch_size = 128
-        config.num_steps = 200_000
-        config.optimizer = "momentum"
-        config.learning_rate = 0.01
-        config.schedule = "step"
-        config.decay_steps = 80_000
-        config.decay_factor = 0.1
-    else:
-        raise ValueError(f"BUDGET must be cpu or paper, got {budget!r}")
-    config.log_every = 100
-    config.eval_every = 2000
-    config.checkpoint_every = 1000
-    config.figure = True
-    config.progress = True
     return config

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from experiments.configs.common import base_config, set_budget
+
 DISTORTIONS = {"R": "rotated", "RTS": "rts", "P": "projective", "E": "elastic", "TC60": "cluttered60"}
 # The paper halves the transformer's output for RTS (42 -> 21) and translated-cluttered (60 -> 30).
 ST_OUTPUT = {"rts": 21, "cluttered60": 30}
@@ -42,50 +44,26 @@ def get_config(arg: str = "st_cnn,affine,RTS,cpu") -> ml_collections.ConfigDict:
     if distortion not in DISTORTIONS:
         raise ValueError(f"DISTORTION must be one of {sorted(DISTORTIONS)}, got {distortion!r}")
 
-    config = ml_collections.ConfigDict()
-    config.task = "stn"
-    config.name = (
-        f"{model}_{transform}_{distortion}_{budget}" if model.startswith("st_") else f"{model}_{distortion}_{budget}"
-    )
+    name = f"{model}_{transform}_{distortion}_{budget}" if model.startswith("st_") else f"{model}_{distortion}_{budget}"
+    config = base_config("stn", name)
     config.model = model
     config.transform = transform
     config.distortion = DISTORTIONS[distortion]
     config.st_output_size = ST_OUTPUT.get(config.distortion, 0)
     config.model_overrides = ml_collections.ConfigDict()
 
-    config.dataset = "mnist"
-    config.data_dir = ml_collections.config_dict.placeholder(str)  # None: $TFDS_DATA_DIR or ~/tensorflow_datasets
-    config.mnist_dir = ml_collections.config_dict.placeholder(str)  # folder with the original .gz files (offline)
-    config.train_limit = 0
-    config.test_limit = 0
-    config.test_seed = 1234
-
-    config.seed = 0
-    config.num_devices = ml_collections.config_dict.placeholder(int)  # None: all devices
-    config.grad_clip_norm = 0.0
-    config.weight_decay = 0.0
-    config.momentum = 0.9
-    if budget == "cpu":
-        config.batch_size = 128
-        config.num_steps = 4000
-        config.optimizer = "adam"
-        config.learning_rate = 1e-3
-        config.schedule = "cosine"
-        config.decay_steps = 0
-        config.decay_factor = 1.0
-    elif budget == "paper":
-        config.batch_size = 256
-        config.num_steps = 150_000
-        config.optimizer = "sgd"
-        config.learning_rate = 0.01
-        config.schedule = "step"
-        config.decay_steps = 50_000
-        config.decay_factor = 0.1
-    else:
-        raise ValueError(f"BUDGET must be cpu or paper, got {budget!r}")
-    config.log_every = 100
-    config.eval_every = 2000
-    config.checkpoint_every = 1000
-    config.figure = True
-    config.progress = True
+    set_budget(
+        config,
+        budget,
+        cpu=dict(batch_size=128, num_steps=4000, optimizer="adam", learning_rate=1e-3, schedule="cosine"),
+        paper=dict(
+            batch_size=256,
+            num_steps=150_000,
+            optimizer="sgd",
+            learning_rate=0.01,
+            schedule="step",
+            decay_steps=50_000,
+            decay_factor=0.1,
+        ),
+    )
     return config

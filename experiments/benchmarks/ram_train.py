@@ -1,0 +1,163 @@
+"""Training throughput of RAM (6 glimpses, 60x60 translated MNIST, 3 scales of 12x12) against a PyTorch port.
+
+Command (the numbers in experiments/README.md came from it):
+
+    .venv/bin/python -m experiments.benchmarks.ram_train
+
+The PyTorch side is written here (not copied) with the structure of the popular PyTorch RAM implementation
+(kevinzakka/recurrent-visual-attention): the retina pads each image and crops every patch with a Python loop
+over the batch, downsamples coarse patches with average pooling, and the episode is a Python loop over
+glimpses; the same networks (glimpse 128/128 -> 256, ReLU RNN core 256, Gaussian location policy, baseline,
+action) and the same hybrid loss, with Adam. Both sides take one training step (forward, backward, update)
+on the same batch; median over ``--steps`` steps after warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import jax
+import numpy as np
+import optax
+
+from experiments.benchmarks.common import median_seconds, print_throughput
+from visattn_jax.ram import RAM, ram_loss
+
+GLIMPSES, SIZE, SCALES, STD = 6, 12, 3, 0.15
+
+
+def jax_step(images: np.ndarray, labels: np.ndarray):
+    model = RAM(num_glimpses=GLIMPSES, glimpse_size=SIZE, num_scales=SCALES, location_std=STD)
+    params = model.init(jax.random.PRNGKey(0), images[:1], jax.random.PRNGKey(1))
+    tx = optax.adam(1e-3)
+    state = {"params": params, "opt": tx.init(params), "i": 0}
+
+    @jax.jit
+    def step(p, o, x, y, key):
+        (loss, _), grads = jax.value_and_grad(lambda q: ram_loss(model.apply(q, x, key), y), has_aux=True)(p)
+        updates, o = tx.update(grads, o, p)
+        return optax.apply_updates(p, updates), o, loss
+
+    x, y = jax.numpy.asarray(images), jax.numpy.asarray(labels)
+
+    def run():
+        state["i"] += 1
+        state["params"], state["opt"], loss = step(state["params"], state["opt"], x, y, jax.random.PRNGKey(state["i"]))
+        loss.block_until_ready()
+
+    return run
+
+
+def torch_step(images: np.ndarray, labels: np.ndarray):
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    class Retina:
+        """Per-sample crops in a Python loop, as in the popular implementation."""
+
+        def foveate(self, x, loc):
+            phis = []
+            size = SIZE
+            for _ in range(SCALES):
+                phis.append(self.extract_patch(x, loc, size))
+                size *= 2
+            for i in range(1, len(phis)):
+                k = phis[i].shape[-1] // SIZE
+                phis[i] = F.avg_pool2d(phis[i], k)
+            return torch.cat(phis, 1).view(x.shape[0], -1)
+
+        def extract_patch(self, x, loc, size):
+            b, c, h, w = x.shape
+            start = (0.5 * ((loc + 1.0) * torch.tensor([w, h]))).long()
+            x = F.pad(x, (size // 2, size // 2, size // 2, size // 2))
+            patches = []
+            for i in range(b):
+                patches.append(x[i, :, start[i, 1] : start[i, 1] + size, start[i, 0] : start[i, 0] + size])
+            return torch.stack(patches)
+
+    class Network(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.retina = Retina()
+            self.what = nn.Linear(SCALES * SIZE * SIZE, 128)
+            self.where = nn.Linear(2, 128)
+            self.what_out = nn.Linear(128, 256)
+            self.where_out = nn.Linear(128, 256)
+            self.core_h = nn.Linear(256, 256)
+            self.core_g = nn.Linear(256, 256)
+            self.location = nn.Linear(256, 2)
+            self.baseline = nn.Linear(256, 1)
+            self.action = nn.Linear(256, 10)
+
+        def forward(self, x):
+            b = x.shape[0]
+            loc = torch.empty(b, 2).uniform_(-1, 1)
+            h = torch.zeros(b, 256)
+            log_pis, baselines = [], []
+            for t in range(GLIMPSES):
+                phi = self.retina.foveate(x, loc)
+                g = F.relu(self.what_out(F.relu(self.what(phi))) + self.where_out(F.relu(self.where(loc))))
+                h = F.relu(self.core_h(h) + self.core_g(g))
+                mu = torch.tanh(self.location(h.detach()))
+                sample = (mu + STD * torch.randn_like(mu)).detach()
+                baseline = self.baseline(h.detach()).squeeze(1)
+                if t < GLIMPSES - 1:
+                    log_pis.append(torch.distributions.Normal(mu, STD).log_prob(sample).sum(1))
+                    baselines.append(baseline)
+                loc = torch.clamp(sample, -1, 1)
+            return self.action(h), torch.stack(log_pis, 1), torch.stack(baselines, 1)
+
+    model = Network()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+    y = torch.from_numpy(labels.astype(np.int64))
+
+    def run():
+        optimizer.zero_grad()
+        logits, log_pi, baselines = model(x)
+        reward = (logits.argmax(1) == y).float()
+        advantage = (reward[:, None] - baselines).detach()
+        loss = (
+            F.cross_entropy(logits, y)
+            + F.mse_loss(baselines, reward[:, None].expand_as(baselines))
+            - (log_pi * advantage).sum(1).mean()
+        )
+        loss.backward()
+        optimizer.step()
+
+    return run
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (XLA uses all cores)")
+    args = parser.parse_args(argv)
+    rng = np.random.default_rng(0)
+    images = np.zeros((args.batch_size, 60, 60, 1), np.float32)
+    for i in range(args.batch_size):  # a bright 28x28 square somewhere: the content does not matter for speed
+        top, left = rng.integers(0, 33, 2)
+        images[i, top : top + 28, left : left + 28] = rng.random((28, 28, 1))
+    labels = rng.integers(0, 10, args.batch_size).astype(np.int32)
+
+    rows = {"visattn_jax RAM (jit, lax.scan)": median_seconds(jax_step(images, labels), args.steps)}
+    reference = None
+    try:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        reference = f"PyTorch {torch.__version__} (per-sample crop loop)"
+        rows[reference] = median_seconds(torch_step(images, labels), args.steps)
+    except ImportError:
+        pass
+    print(
+        f"RAM, 60x60 translated, {GLIMPSES} glimpses of {SCALES} x {SIZE}x{SIZE}, batch {args.batch_size}, Adam; "
+        f"median of {args.steps} steps; jax {jax.__version__} on {jax.devices()[0].platform}"
+    )
+    print_throughput(rows, args.batch_size, reference)
+
+
+if __name__ == "__main__":
+    main()
