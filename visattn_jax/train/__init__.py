@@ -2,7 +2,7 @@
 
 from visattn_jax.train.classification import classification_task, make_test_set
 from visattn_jax.train.experiment import load_digits, train_and_evaluate
-from visattn_jax.train.loop import Task, TrainState, fit, make_mesh, make_optimizer
+from visattn_jax.train.loop import Task, TrainState, fit, make_mesh, make_optimizer, restore_params
 
 __all__ = [
     "Task",
@@ -13,5 +13,6 @@ __all__ = [
     "make_mesh",
     "make_optimizer",
     "make_test_set",
+    "restore_params",
     "train_and_evaluate",
 ]

@@ -27,7 +27,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["Task", "TrainState", "fit", "make_mesh", "make_optimizer"]
+__all__ = ["Task", "TrainState", "fit", "make_mesh", "make_optimizer", "restore_params"]
 
 Batch = Any
 Metrics = dict[str, jax.Array]
@@ -276,3 +276,17 @@ def fit(task: Task, config, workdir: str | Path, *, progress: bool = True) -> tu
         "platform": jax.devices()[0].platform,
     }
     return state, summary
+
+
+def restore_params(workdir: str | Path) -> Any:
+    """The parameters of the latest checkpoint that :func:`fit` wrote in ``workdir`` (a host pytree)."""
+    import orbax.checkpoint as ocp
+
+    directory = Path(workdir).absolute() / "checkpoints"
+    if not directory.is_dir():
+        raise FileNotFoundError(f"No checkpoints in {directory}: train first (experiments.main --workdir={workdir}).")
+    with ocp.CheckpointManager(directory) as manager:
+        step = manager.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"No checkpoints in {directory}.")
+        return manager.restore(step, args=ocp.args.StandardRestore())["params"]
