@@ -73,4 +73,8 @@ def get_config(arg: str = "translated60,ram,6,cpu") -> ml_collections.ConfigDict
         ),
     )
     config.grad_clip_norm = 5.0
+    if budget == "cpu" and model in ("fc", "conv"):
+        # A conv net on the whole 60x60 image costs far more per step on a CPU than RAM's 3 x 12x12 glimpses:
+        # its CPU budget is 5000 steps (640k images, about 11 epochs); experiments/README.md compares budgets.
+        config.num_steps = 5000
     return config
