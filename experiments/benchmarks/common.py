@@ -29,3 +29,14 @@ def print_throughput(rows: dict[str, float], batch_size: int, reference: str | N
     for name, seconds in rows.items():
         speedup = f"{base / seconds:>8.2f}" if base else f"{'-':>8}"
         print(f"{name:<46}{seconds * 1e3:>10.2f}{batch_size / seconds:>11.0f}{speedup}")
+
+
+def import_torch(threads: int):
+    """PyTorch with ``threads`` intra-op threads, or None when it is not installed (its rows are skipped)."""
+    try:
+        import torch
+    except ImportError:
+        print("PyTorch is not installed (pip install torch==2.13.0): its reference rows are skipped.")
+        return None
+    torch.set_num_threads(threads)
+    return torch

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 import optax
 
-from experiments.benchmarks.common import median_seconds, print_throughput
+from experiments.benchmarks.common import import_torch, median_seconds, print_throughput
 from visattn_jax.ram import RAM, ram_loss
 
 GLIMPSES, SIZE, SCALES, STD = 6, 12, 3, 0.15
@@ -144,14 +144,10 @@ def main(argv=None) -> None:
 
     rows = {"visattn_jax RAM (jit, lax.scan)": median_seconds(jax_step(images, labels), args.steps)}
     reference = None
-    try:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    torch = import_torch(args.threads)
+    if torch is not None:
         reference = f"PyTorch {torch.__version__} (per-sample crop loop)"
         rows[reference] = median_seconds(torch_step(images, labels), args.steps)
-    except ImportError:
-        pass
     print(
         f"RAM, 60x60 translated, {GLIMPSES} glimpses of {SCALES} x {SIZE}x{SIZE}, batch {args.batch_size}, Adam; "
         f"median of {args.steps} steps; jax {jax.__version__} on {jax.devices()[0].platform}"

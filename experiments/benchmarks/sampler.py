@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.benchmarks.common import median_seconds
+from experiments.benchmarks.common import import_torch, median_seconds
 from visattn_jax import affine_grid, grid_sample, separable_sample
 
 
@@ -164,13 +164,8 @@ def main(argv=None) -> None:
     parser.add_argument("--sizes", default="abcde", help="which sizes to run, e.g. 'ab'")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (XLA uses all cores)")
     args = parser.parse_args(argv)
-    try:
-        import torch
-
-        torch.set_num_threads(args.threads)
-        torch_version = torch.__version__
-    except ImportError:
-        torch_version = "not installed"
+    torch = import_torch(args.threads)
+    torch_version = torch.__version__ if torch is not None else "not installed"
     print(
         f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch_version}; "
         f"median of {args.repeats} runs, milliseconds; ratio = time / torch time (lower is better)"

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments.benchmarks.common import median_seconds, print_throughput
+from experiments.benchmarks.common import import_torch, median_seconds, print_throughput
 from visattn_jax.data import rts
 from visattn_jax.stn import stn_classifier
 
@@ -133,14 +133,10 @@ def main(argv=None) -> None:
     rows["visattn_jax (jit)"] = median_seconds(run, args.steps)
     rows["visattn_jax (jit) + RTS generation"] = median_seconds(run_with_data, args.steps)
     reference = None
-    try:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    torch = import_torch(args.threads)
+    if torch is not None:
         reference = f"PyTorch {torch.__version__} (eager)"
         rows[reference] = median_seconds(torch_step(images, labels), args.steps)
-    except ImportError:
-        pass
     print(
         f"ST-CNN affine, RTS 42x42 -> 21x21, batch {args.batch_size}, Adam; median of {args.steps} steps; "
         f"jax {jax.__version__} on {jax.devices()[0].platform}"

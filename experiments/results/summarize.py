@@ -1,6 +1,6 @@
 """Prints the results table rows of experiments/README.md from the committed run summaries.
 
-    .venv/bin/python -m experiments.results.summarize
+.venv/bin/python -m experiments.results.summarize
 """
 
 from __future__ import annotations
