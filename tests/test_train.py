@@ -131,7 +131,11 @@ def _toy_task(batch_size=8, nan_at=None, trace_guard=False):
             "count": jnp.asarray(batch["y"].shape[0], jnp.float32),
         }
 
-    batches = [{"x": np.asarray(data_x[:32]), "y": np.asarray(data_y[:32])}]
+    # The second evaluation batch (6) does not divide over 4 devices: it must be replicated, not fail.
+    batches = [
+        {"x": np.asarray(data_x[:32]), "y": np.asarray(data_y[:32])},
+        {"x": np.asarray(data_x[32:38]), "y": np.asarray(data_y[32:38])},
+    ]
     return train.Task(init, train_batch, loss_fn, eval_fn, batches, lambda t: {"accuracy": t["correct"] / t["count"]})
 
 

@@ -132,11 +132,12 @@ def _make_train_step(task: Task, mesh: Mesh):
 
 def _evaluate(task: Task, eval_step, params, mesh: Mesh) -> dict[str, float]:
     data_sharding = NamedSharding(mesh, PartitionSpec("data"))
+    replicated = NamedSharding(mesh, PartitionSpec())
     totals = None
     for batch in task.eval_batches:
         size = jax.tree_util.tree_leaves(batch)[0].shape[0]
-        if size % mesh.size == 0:
-            batch = jax.device_put(batch, data_sharding)
+        # Split over the devices where the batch divides evenly; a ragged last batch is replicated instead.
+        batch = jax.device_put(batch, data_sharding if size % mesh.size == 0 else replicated)
         sums = eval_step(params, batch)
         totals = sums if totals is None else jax.tree_util.tree_map(jnp.add, totals, sums)
     totals = {k: float(v) for k, v in jax.device_get(totals).items()}  # one transfer per evaluation

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs table cells of one experiment config, one after another, on this machine's CPU budget, and copies each
+# run's summary.json to experiments/results/<experiment>/.
+# Usage: bash experiments/run_table.sh stn|ram [CELL ...]  (a CELL is a config string such as st_cnn,affine,RTS;
+# default: the cells reported in experiments/README.md)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+experiment=${1:?usage: run_table.sh stn|ram [CELL ...]}
+shift
+case "$experiment" in
+  stn) config=stn_mnist.py; defaults=(st_cnn,affine,RTS cnn,none,RTS st_cnn,tps,RTS fcn,none,RTS st_fcn,affine,RTS
+                                      cnn,none,R st_cnn,affine,R st_cnn,tps,R) ;;
+  ram) config=ram_mnist.py; defaults=(mnist28,ram,6 translated60,ram,6 cluttered60,ram,6 cluttered60,conv,1) ;;
+  *) echo "unknown experiment $experiment (stn or ram)" >&2; exit 2 ;;
+esac
+cells=("$@")
+[ ${#cells[@]} -gt 0 ] || cells=("${defaults[@]}")
+mkdir -p "experiments/results/$experiment"
+for cell in "${cells[@]}"; do
+  name=${cell//,/_}
+  start=$(date +%s)
+  .venv/bin/python -m experiments.main --config="experiments/configs/$config:$cell" \
+      --workdir="runs/$experiment/$name" --config.progress=False
+  echo "$cell: $(( $(date +%s) - start )) s wall-clock"
+  cp "runs/$experiment/$name/summary.json" "experiments/results/$experiment/$name.json"
+done
