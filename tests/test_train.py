@@ -226,3 +226,10 @@ def test_unknown_optimizer_and_schedule():
         train.make_optimizer(_config(1, optimizer="lion"))
     with pytest.raises(ValueError, match="Unknown schedule"):
         train.make_optimizer(_config(1, schedule="warmup"))
+
+
+def test_restore_params_returns_the_final_parameters(tmp_path):
+    state, _ = train.fit(_toy_task(), _config(3), tmp_path, progress=False)
+    chex.assert_trees_all_equal(train.restore_params(tmp_path), jax.device_get(state.params))
+    with pytest.raises(FileNotFoundError, match="No checkpoints"):
+        train.restore_params(tmp_path / "elsewhere")
