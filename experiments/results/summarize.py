@@ -12,7 +12,7 @@ HERE = Path(__file__).parent
 
 
 def main() -> None:
-    print("| run | test error % | steps x batch | wall-clock (this machine) | train images/s | parameters |")
+    print("| run | test error % | steps x batch | training wall-clock | train images/s | parameters |")
     print("|---|---|---|---|---|---|")
     for path in sorted(HERE.glob("*/*.json")):
         summary = json.loads(path.read_text())
