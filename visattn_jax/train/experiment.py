@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from visattn_jax.data.mnist import load_image_dataset
+from visattn_jax.sampling import grid_sample
 from visattn_jax.stn import FCN, stn_classifier
 from visattn_jax.train.classification import classification_task, cross_entropy_objective, make_test_set, ram_objective
 from visattn_jax.train.loop import fit
@@ -37,10 +38,12 @@ def _stn_figure(model, params, test_images: np.ndarray, path: Path, count: int =
         return None
     inputs = test_images[:count]
     logits, state = model.apply(params, inputs, mutable=["intermediates"])
-    inner = state["intermediates"]["transformer"]
-    outputs = model.transformer.apply({"params": params["params"]["transformer"]}, inputs)
+    grid = state["intermediates"]["transformer"]["grid"][0]
+    # The transformer's output is the sown grid sampled again: no second pass through the localisation net.
+    st = model.transformer
+    outputs = grid_sample(inputs, grid, align_corners=st.align_corners, padding_mode=st.padding_mode)
     titles = [f"pred {int(p)}" for p in np.argmax(np.asarray(logits), -1)]
-    return plot_transformer(inputs, np.asarray(outputs), np.asarray(inner["grid"][0]), path, titles=titles)
+    return plot_transformer(inputs, np.asarray(outputs), np.asarray(grid), path, titles=titles)
 
 
 def _ram_figure(model, params, test_images: np.ndarray, path: Path, count: int = 8) -> Path | None:
