@@ -67,7 +67,21 @@ def test_glimpse_matches_bilinear_sample_on_the_same_points():
         np.testing.assert_allclose(np.asarray(patches[k]), np.asarray(va.bilinear_sample(image, grid)), atol=1e-5)
 
 
+@pytest.mark.parametrize("antialias", [False, True])
+def test_gather_and_matmul_retinas_agree(antialias):
+    image = _image(37, 30, 2, seed=4)
+    for location in ([0.0, 0.0], [-1.0, 1.0], [0.73, -0.21], [1.4, -2.0], [np.nan, 0.5]):
+        kwargs = dict(size=6, num_scales=3, antialias=antialias)
+        location = jnp.asarray(location, jnp.float32)
+        gather = ram.glimpse_sensor(image, location, **kwargs)
+        matmul = ram.glimpse_sensor(image, location, method="matmul", **kwargs)
+        assert gather.shape == (3, 6, 6, 2)
+        np.testing.assert_allclose(np.asarray(gather), np.asarray(matmul), atol=1e-6)
+
+
 def test_glimpse_bad_input():
+    with pytest.raises(ValueError, match=r"method must be 'gather' or 'matmul'"):
+        ram.glimpse_sensor(_image(), jnp.zeros(2), size=4, num_scales=1, method="conv")
     with pytest.raises(ValueError, match=r"location must be \[2\]"):
         ram.glimpse_sensor(_image(), jnp.zeros((3, 2)), size=4, num_scales=1)
     with pytest.raises(ValueError, match=r"image must be \[H, W, C\]"):
@@ -219,3 +233,11 @@ def test_gaussian_log_prob_closed_form():
     value = reinforce.gaussian_log_prob(jnp.array([[1.0, -1.0]]), jnp.zeros((1, 2)), 2.0)
     expected = 2 * (-0.5 * 0.25 - np.log(2.0) - 0.5 * np.log(2 * np.pi))
     np.testing.assert_allclose(np.asarray(value), [expected], rtol=1e-6)
+
+
+def test_paper_conv_baseline_shape_and_size():
+    """One 10x10 stride-5 conv of 8 filters -> 11 x 11 x 8 on 60x60, FC 256, logits: 251,442 parameters."""
+    model = ram.ConvBaseline.paper()
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((2, 60, 60, 1)))
+    assert model.apply(params, jnp.zeros((3, 60, 60, 1))).shape == (3, 10)
+    assert sum(np.size(p) for p in jax.tree_util.tree_leaves(params)) == 808 + 968 * 256 + 256 + 2570

@@ -338,9 +338,62 @@ def test_interpolation_matrix_rows():
     np.testing.assert_allclose(matrix[3], [0, 0, 0, 0])  # far outside, zero padding
 
 
+def test_interpolation_taps_are_the_matrix_in_sparse_form():
+    coords = jnp.array([-1.0, 0.0, 0.5, 3.0, 1e30, -1e30, jnp.nan, jnp.inf])
+    indices, weights = va.interpolation_taps(coords, 4, align_corners=True)
+    assert indices.dtype == jnp.int32 and indices.shape == weights.shape == (8, 2)
+    assert np.all((np.asarray(indices) >= 0) & (np.asarray(indices) < 4))  # safe to index with, even far away
+    np.testing.assert_allclose(weights[:4], [[1, 0], [0.5, 0.5], [0.75, 0.25], [0, 0]])
+    np.testing.assert_array_equal(indices[1:3], [[1, 2], [2, 3]])
+    np.testing.assert_array_equal(weights[4:], 0.0)  # far outside and non-finite read nothing
+    np.testing.assert_array_equal(
+        va.taps_to_matrix(indices, weights, 4), va.interpolation_matrix(coords, 4, align_corners=True)
+    )
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_apply_taps_equals_separable_sample(mode, align_corners):
+    image = _random((11, 13, 2), 31)
+    xs = _random((6,), 32, -1.4, 1.4)
+    ys = _random((5,), 33, -1.4, 1.4)
+    kwargs = dict(align_corners=align_corners, padding_mode=mode)
+    rows, cols = va.interpolation_taps(ys, 11, **kwargs), va.interpolation_taps(xs, 13, **kwargs)
+    np.testing.assert_allclose(
+        np.asarray(va.apply_taps(image, rows, cols)),
+        np.asarray(va.separable_sample(image, xs, ys, **kwargs)),
+        atol=1e-6,
+    )
+
+
+def test_apply_taps_equals_dense_operators_with_gradients(x64):
+    """Any number of taps: values and gradients (image and weights) equal the dense matrices' (float64)."""
+    rng = np.random.default_rng(34)
+    image = rng.random((7, 9, 2))
+    rows = (jnp.asarray(rng.integers(0, 7, (4, 3)), jnp.int32), jnp.asarray(rng.random((4, 3))))
+    cols = (jnp.asarray(rng.integers(0, 9, (5, 4)), jnp.int32), jnp.asarray(rng.random((5, 4))))
+
+    def sparse(im, row_w, col_w):
+        return va.apply_taps(im, (rows[0], row_w), (cols[0], col_w))
+
+    def dense(im, row_w, col_w):
+        return va.apply_interpolation(im, va.taps_to_matrix(rows[0], row_w, 7), va.taps_to_matrix(cols[0], col_w, 9))
+
+    args = (image, rows[1], cols[1])
+    np.testing.assert_allclose(np.asarray(sparse(*args)), np.asarray(dense(*args)), rtol=1e-12)
+    weight = jnp.asarray(rng.random((4, 5, 2)))
+    grads = [jax.grad(lambda *a, f=f: jnp.sum(weight * f(*a)), argnums=(0, 1, 2))(*args) for f in (sparse, dense)]
+    for got, want in zip(*grads, strict=True):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-12)
+    check_grads(sparse, args, order=1, modes=["rev"])
+
+
 # ------------------------------------------------------------------------------------------------------
 # Bad input and the public API
 # ------------------------------------------------------------------------------------------------------
+
+
+_TAPS = (np.zeros((2, 2), np.int32), np.zeros((2, 2)))
 
 
 @pytest.mark.parametrize(
@@ -372,6 +425,18 @@ def test_interpolation_matrix_rows():
         (lambda: va.grid_sample(np.zeros((2, 4, 4, 1)), np.zeros((3, 2, 2, 2))), ValueError, r"same N"),
         (lambda: va.grid_sample(np.zeros((4, 4, 1)), np.zeros((4, 2, 2, 2))), ValueError, r"images must have rank 4"),
         (lambda: va.separable_sample(np.zeros((4, 4, 1)), np.zeros((2, 2)), np.zeros(3)), ValueError, r"rank 1"),
+        (
+            lambda: va.apply_taps(np.zeros((4, 4, 1)), (np.zeros((2, 2), np.int32), np.zeros((2, 3))), _TAPS),
+            ValueError,
+            r"rows must be \(indices \[n, taps\], weights",
+        ),
+        (
+            lambda: va.apply_taps(np.zeros((4, 4, 1)), (np.zeros((2, 2)), np.zeros((2, 2))), (np.zeros((2, 2)),) * 2),
+            TypeError,
+            r"rows indices must be integers",
+        ),
+        (lambda: va.interpolation_taps(np.zeros((2, 2)), 4), ValueError, r"coords must have rank 1"),
+        (lambda: va.interpolation_taps(np.zeros(2), 0), ValueError, r"size must be a positive int"),
     ],
 )
 def test_bad_input_raises_clear_errors(call, error, match):

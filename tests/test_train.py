@@ -57,7 +57,15 @@ def _smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 RAM_CELLS = [
     f"{task},{model},{glimpses},{budget}"
     for task in ram_mnist.TASKS
-    for model, glimpses in (("ram", 4), ("ram", 6), ("ram", 8), ("ram_random", 6), ("fc", 1), ("conv", 1))
+    for model, glimpses in (
+        ("ram", 4),
+        ("ram", 6),
+        ("ram", 8),
+        ("ram_random", 6),
+        ("fc", 1),
+        ("conv", 1),
+        ("conv_paper", 1),
+    )
     for budget in ("cpu", "paper")
 ]
 RAM_SMOKE_CELLS = [
@@ -65,6 +73,7 @@ RAM_SMOKE_CELLS = [
     "translated60,ram_random,2",
     "cluttered60,fc,1",
     "cluttered100,conv,1",
+    "cluttered60,conv_paper,1",
     "cluttered60,ram,3",
 ]
 

@@ -13,10 +13,13 @@ from visattn_jax.grids import (
 from visattn_jax.sampling import (
     PaddingMode,
     apply_interpolation,
+    apply_taps,
     bilinear_sample,
     grid_sample,
     interpolation_matrix,
+    interpolation_taps,
     separable_sample,
+    taps_to_matrix,
 )
 
 __version__ = "0.1.0"
@@ -25,6 +28,7 @@ __all__ = [
     "PaddingMode",
     "affine_grid",
     "apply_interpolation",
+    "apply_taps",
     "attention_grid",
     "attention_to_affine",
     "base_coords",
@@ -32,8 +36,10 @@ __all__ = [
     "bilinear_sample",
     "grid_sample",
     "interpolation_matrix",
+    "interpolation_taps",
     "projective_grid",
     "separable_sample",
+    "taps_to_matrix",
     "tps_control_points",
     "tps_grid",
 ]

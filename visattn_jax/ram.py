@@ -28,7 +28,7 @@ from jax.typing import ArrayLike
 
 from visattn_jax.grids import base_coords
 from visattn_jax.reinforce import baseline_loss, gaussian_log_prob, reinforce_loss
-from visattn_jax.sampling import apply_interpolation, interpolation_matrix
+from visattn_jax.sampling import apply_interpolation, apply_taps, interpolation_taps, taps_to_matrix
 
 __all__ = [
     "RAM",
@@ -40,26 +40,39 @@ __all__ = [
 ]
 
 
-def _retina_matrix(centre: jax.Array, size: int, scale: int, pixels: int, antialias: bool) -> jax.Array:
-    """``[size, pixels]`` operator reading ``size`` samples of one axis across a patch ``size * scale`` wide."""
+def _retina_taps(
+    centre: jax.Array, size: int, scale: int, pixels: int, antialias: bool, num_taps: int
+) -> tuple[jax.Array, jax.Array]:
+    """Taps ``([size, num_taps], [size, num_taps])`` reading one axis across a patch ``size * scale`` wide."""
     half_width = size * scale / pixels  # normalised half-width of the patch (2 / pixels per pixel)
     if antialias and scale > 1:
-        # Area averaging: read every pixel under each output cell (scale sub-samples) and average them.
-        fine = centre + jnp.asarray(base_coords(size * scale)) * half_width
-        matrix = interpolation_matrix(fine, pixels)
-        return matrix.reshape(size, scale, pixels).mean(axis=1)
-    return interpolation_matrix(centre + jnp.asarray(base_coords(size)) * half_width, pixels)
+        # Area averaging: read ``scale`` sub-samples under each output cell and average them.
+        indices, weights = interpolation_taps(centre + jnp.asarray(base_coords(size * scale)) * half_width, pixels)
+        indices, weights = indices.reshape(size, 2 * scale), weights.reshape(size, 2 * scale) / scale
+    else:
+        indices, weights = interpolation_taps(centre + jnp.asarray(base_coords(size)) * half_width, pixels)
+    pad = ((0, 0), (0, num_taps - indices.shape[1]))  # zero-weight taps: every scale gets the same shape
+    return jnp.pad(indices, pad), jnp.pad(weights, pad)
 
 
 def glimpse_sensor(
-    image: ArrayLike, location: ArrayLike, *, size: int, num_scales: int, antialias: bool = False
+    image: ArrayLike,
+    location: ArrayLike,
+    *,
+    size: int,
+    num_scales: int,
+    antialias: bool = False,
+    method: str = "gather",
 ) -> jax.Array:
     """The RAM retina: ``num_scales`` square patches centred at ``location``, each read at ``size x size``.
 
     Patch ``k`` is ``size * 2^k`` pixels wide, centred at ``location`` (normalised ``(x, y)`` in ``[-1, 1]^2``,
     ``(0, 0)`` the centre, ``(-1, -1)`` the top-left corner), and resampled to ``size x size``: bilinearly at
-    the cell centres, or with ``antialias=True`` by averaging all the pixels under each cell (no aliasing on
-    the coarse scales). Outside the image reads zero. Separable: two small matmuls per scale, no gathers.
+    the cell centres, or with ``antialias=True`` by averaging ``2^k`` bilinear sub-samples per cell and axis
+    (no aliasing on the coarse scales). Outside the image reads zero. Separable: each scale is a row pass and a
+    column pass over sparse interpolation taps (:func:`visattn_jax.sampling.apply_taps`, reads only the pixels
+    the taps name: fastest on CPU and GPU), or over the equivalent dense matrices (``method="matmul"``, two
+    small matmuls per scale: for matrix units such as TPUs').
 
     Args:
       image: ``[H, W, C]``.
@@ -67,6 +80,7 @@ def glimpse_sensor(
       size: ``g``, the side of every patch after resampling.
       num_scales: ``k``, the number of patches.
       antialias: area-average the coarse scales.
+      method: ``"gather"`` or ``"matmul"``; the same numbers up to float rounding.
 
     Returns:
       ``[num_scales, size, size, C]``.
@@ -79,13 +93,21 @@ def glimpse_sensor(
         raise ValueError(f"location must be [2] (x, y) (vmap for a batch), got shape {location.shape}.")
     if size < 1 or num_scales < 1:
         raise ValueError(f"size and num_scales must be positive, got {size} and {num_scales}.")
+    if method not in ("gather", "matmul"):
+        raise ValueError(f"method must be 'gather' or 'matmul', got {method!r}.")
     height, width = image.shape[:2]
-    patches = []
-    for k in range(num_scales):
-        rows = _retina_matrix(location[1], size, 2**k, height, antialias)
-        cols = _retina_matrix(location[0], size, 2**k, width, antialias)
-        patches.append(apply_interpolation(image, rows, cols))
-    return jnp.stack(patches)
+    num_taps = 2**num_scales if antialias else 2
+    scales = [2**k for k in range(num_scales)]
+
+    def stack(taps):  # k x (indices, weights) -> (indices [k, size, taps], weights [k, size, taps])
+        return tuple(jnp.stack(part) for part in zip(*taps, strict=True))
+
+    rows = stack([_retina_taps(location[1], size, s, height, antialias, num_taps) for s in scales])
+    cols = stack([_retina_taps(location[0], size, s, width, antialias, num_taps) for s in scales])
+    if method == "matmul":
+        dense = lambda taps, pixels: jax.vmap(taps_to_matrix, in_axes=(0, 0, None))(*taps, pixels)  # noqa: E731
+        return jax.vmap(apply_interpolation, in_axes=(None, 0, 0))(image, dense(rows, height), dense(cols, width))
+    return jax.vmap(apply_taps, in_axes=(None, 0, 0))(image, rows, cols)
 
 
 class GlimpseNetwork(nn.Module):
@@ -112,13 +134,14 @@ class _Step(nn.Module):
     core: str
     location_std: float
     random_locations: bool
+    sensor_method: str
 
     @nn.compact
     def __call__(self, carry, noise):
         images, state, location = carry
         patches = jax.vmap(
             lambda im, loc: glimpse_sensor(
-                im, loc, size=self.size, num_scales=self.num_scales, antialias=self.antialias
+                im, loc, size=self.size, num_scales=self.num_scales, antialias=self.antialias, method=self.sensor_method
             )
         )(images, location)
         g = GlimpseNetwork(features=self.hidden, name="glimpse")(patches, location)
@@ -158,6 +181,7 @@ class RAM(nn.Module):
       core: ``"rnn"`` (the paper's ReLU RNN) or ``"lstm"``.
       location_std: the fixed std of the Gaussian location policy.
       random_locations: glimpse at uniformly random places (the paper's "random glimpses" baseline).
+      sensor_method: the retina's ``method`` (:func:`glimpse_sensor`): ``"gather"``, or ``"matmul"`` for TPUs.
 
     ``__call__(images [N, H, W, C], key)`` returns a dict: ``logits [N, classes]``, ``log_probs [N, T - 1]``
     and ``baselines [N, T - 1]`` for the locations the episode used after the first, ``locations [N, T, 2]``
@@ -173,6 +197,7 @@ class RAM(nn.Module):
     core: str = "rnn"
     location_std: float = 0.15
     random_locations: bool = False
+    sensor_method: str = "gather"
 
     @nn.compact
     def __call__(self, images: jax.Array, key: jax.Array) -> dict[str, jax.Array]:
@@ -202,6 +227,7 @@ class RAM(nn.Module):
             self.core,
             self.location_std,
             self.random_locations,
+            self.sensor_method,
             name="step",
         )
         _, outputs = step((images, state, start), noise)
@@ -247,16 +273,30 @@ def ram_loss(outputs: dict[str, jax.Array], labels: jax.Array) -> tuple[jax.Arra
 
 
 class ConvBaseline(nn.Module):
-    """The RAM paper's two-layer convolutional baseline (our widths): conv -> conv -> FC -> logits."""
+    """Convolutional baselines for the RAM tasks: ReLU convs -> FC -> logits.
+
+    The defaults are ours (two 5x5 stride-2 "SAME" convs of 32 and 64 filters, FC 256: 3.7M parameters on
+    60x60). ``ConvBaseline.paper()`` is the paper's baseline as we read its text (one "VALID" conv layer of 8
+    10x10 filters with stride 5, then FC 256: the "2 layers" of its tables; 0.25M parameters on 60x60, like
+    RAM). PAPERS.md gives only "conv 2 layers", so the paper's widths are our reading, not a quotation.
+    """
 
     num_classes: int = 10
-    filters: tuple[int, int] = (32, 64)
+    filters: tuple[int, ...] = (32, 64)
+    kernel: int = 5
+    stride: int = 2
+    padding: str = "SAME"
     hidden: int = 256
+
+    @classmethod
+    def paper(cls, num_classes: int = 10) -> ConvBaseline:
+        return cls(num_classes=num_classes, filters=(8,), kernel=10, stride=5, padding="VALID", hidden=256)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for width in self.filters:
-            x = nn.relu(nn.Conv(width, (5, 5), strides=(2, 2))(x))
+            conv = nn.Conv(width, (self.kernel, self.kernel), strides=(self.stride, self.stride), padding=self.padding)
+            x = nn.relu(conv(x))
         x = nn.relu(nn.Dense(self.hidden)(x.reshape(x.shape[0], -1)))
         return nn.Dense(self.num_classes)(x)
 

@@ -41,10 +41,13 @@ PaddingMode = Literal["zeros", "border", "reflection"]
 __all__ = [
     "PaddingMode",
     "apply_interpolation",
+    "apply_taps",
     "bilinear_sample",
     "grid_sample",
     "interpolation_matrix",
+    "interpolation_taps",
     "separable_sample",
+    "taps_to_matrix",
 ]
 
 
@@ -351,28 +354,30 @@ def grid_sample(
 # --------------------------------------------------------------------------------------------------------
 
 
-def interpolation_matrix(
+def interpolation_taps(
     coords: ArrayLike,
     size: int,
     *,
     align_corners: bool = False,
     padding_mode: PaddingMode = "zeros",
     dtype=jnp.float32,
-) -> jax.Array:
-    """The 1-D bilinear (linear) interpolation operator as a dense matrix.
+) -> tuple[jax.Array, jax.Array]:
+    """The 1-D bilinear (linear) interpolation operator as two taps per sample.
 
-    Row ``i`` holds the weights with which sample ``i`` (normalised coordinate ``coords[i]``) reads the
-    ``size`` pixels of one axis, with the module's conventions. ``matrix @ signal`` linearly interpolates a
-    1-D signal; two of them sample an image on an axis-aligned grid (:func:`separable_sample`).
+    Sample ``i`` (normalised coordinate ``coords[i]``) reads ``sum_t weights[i, t] * signal[indices[i, t]]``
+    from the ``size`` pixels of one axis, with the module's conventions. A tap outside the image (zero
+    padding) or of a non-finite coordinate has weight 0 and an index clamped into ``[0, size)``, so indexing
+    with ``indices`` never goes out of bounds. The sparse form of :func:`interpolation_matrix`; see
+    :func:`apply_taps`.
 
     Args:
       coords: ``[n]`` normalised coordinates along one axis.
       size: the number of pixels along that axis.
       align_corners, padding_mode: see :func:`bilinear_sample`.
-      dtype: the matrix's dtype.
+      dtype: the weights' dtype.
 
     Returns:
-      ``[n, size]`` matrix with at most two non-zeros per row, rows summing to 1 inside the image.
+      ``(indices [n, 2] int32, weights [n, 2])``; the weights of a sample inside the image sum to 1.
     """
     coords = _as_float_array(coords, "coords")
     if coords.ndim != 1:
@@ -386,12 +391,48 @@ def interpolation_matrix(
     coords = jnp.where(finite, coords, 0.0)
     pix = _source_pixel(coords, size, align_corners, padding_mode)
     lower = jnp.floor(pix)
-    frac = (pix - lower)[:, None]
-    columns = jnp.arange(size, dtype=pix.dtype)[None, :]
-    # one-hot of the two taps; a tap outside [0, size) matches no column, i.e. reads zero.
-    zero = jnp.zeros((), frac.dtype)
-    matrix = jnp.where(columns == lower[:, None], 1 - frac, zero) + jnp.where(columns == lower[:, None] + 1, frac, zero)
-    return jnp.where(finite[:, None], matrix, zero).astype(dtype)
+    frac = pix - lower
+    taps = jnp.stack([lower, lower + 1], axis=-1)  # [n, 2], float: far-away coordinates cannot overflow
+    inside = (taps >= 0) & (taps <= size - 1) & finite[:, None]
+    weights = jnp.where(inside, jnp.stack([1 - frac, frac], axis=-1), jnp.zeros((), frac.dtype))
+    indices = jnp.clip(taps, 0, size - 1).astype(jnp.int32)
+    return indices, weights.astype(dtype)
+
+
+def interpolation_matrix(
+    coords: ArrayLike,
+    size: int,
+    *,
+    align_corners: bool = False,
+    padding_mode: PaddingMode = "zeros",
+    dtype=jnp.float32,
+) -> jax.Array:
+    """The 1-D bilinear (linear) interpolation operator as a dense matrix.
+
+    Row ``i`` holds the weights with which sample ``i`` (normalised coordinate ``coords[i]``) reads the
+    ``size`` pixels of one axis, with the module's conventions. ``matrix @ signal`` linearly interpolates a
+    1-D signal; two of them sample an image on an axis-aligned grid (:func:`separable_sample`). The dense form
+    of :func:`interpolation_taps`.
+
+    Args:
+      coords: ``[n]`` normalised coordinates along one axis.
+      size: the number of pixels along that axis.
+      align_corners, padding_mode: see :func:`bilinear_sample`.
+      dtype: the matrix's dtype.
+
+    Returns:
+      ``[n, size]`` matrix with at most two non-zeros per row, rows summing to 1 inside the image.
+    """
+    taps = interpolation_taps(coords, size, align_corners=align_corners, padding_mode=padding_mode, dtype=dtype)
+    return taps_to_matrix(*taps, size)
+
+
+def taps_to_matrix(indices: ArrayLike, weights: ArrayLike, size: int) -> jax.Array:
+    """Dense ``[n, size]`` operator of taps ``indices [n, T]`` (in ``[0, size)``) with ``weights [n, T]``."""
+    indices, weights = jnp.asarray(indices), jnp.asarray(weights)
+    columns = jnp.arange(size, dtype=indices.dtype)[None, None, :]
+    zero = jnp.zeros((), weights.dtype)
+    return jnp.sum(jnp.where(indices[:, :, None] == columns, weights[:, :, None], zero), axis=1)
 
 
 def separable_sample(
@@ -450,4 +491,35 @@ def apply_interpolation(image: ArrayLike, rows: ArrayLike, cols: ArrayLike) -> j
         cols.astype(ctype),
         precision=jax.lax.Precision.HIGHEST,
     )
+    return out.astype(image.dtype)
+
+
+def apply_taps(image: ArrayLike, rows: tuple[ArrayLike, ArrayLike], cols: tuple[ArrayLike, ArrayLike]) -> jax.Array:
+    """The separable resampling step with sparse operators: gathers instead of matmuls.
+
+    ``out[i, j] = sum_{s, t} rows_w[i, s] * cols_w[j, t] * image[rows_i[i, s], cols_i[j, t]]``: the same as
+    :func:`apply_interpolation` with the dense matrices the taps describe, but reading only the pixels the
+    taps name (cheaper when the output is much smaller than the image, e.g. glimpses). Any number of taps
+    per sample works (e.g. area averaging, see :func:`visattn_jax.ram.glimpse_sensor`).
+
+    Args:
+      image: ``[H, W, C]``.
+      rows: ``(indices [h, S] int in [0, H), weights [h, S])`` (:func:`interpolation_taps`).
+      cols: ``(indices [w, T] int in [0, W), weights [w, T])``.
+
+    Returns:
+      ``[h, w, C]`` in ``image``'s dtype.
+    """
+    image = _as_float_array(image, "image")
+    _check_image(image)
+    (row_idx, row_w), (col_idx, col_w) = (tuple(map(jnp.asarray, op)) for op in (rows, cols))
+    for name, idx, w in (("rows", row_idx, row_w), ("cols", col_idx, col_w)):
+        if idx.ndim != 2 or w.shape != idx.shape:
+            raise ValueError(f"{name} must be (indices [n, taps], weights [n, taps]), got {idx.shape} and {w.shape}.")
+        if not jnp.issubdtype(idx.dtype, jnp.integer):
+            raise TypeError(f"{name} indices must be integers, got {idx.dtype}.")
+    ctype = _compute_dtype(image.dtype)
+    highest = jax.lax.Precision.HIGHEST  # full float32 on every backend (no TF32 / bfloat16 passes)
+    lines = jnp.einsum("hs,hswc->hwc", row_w.astype(ctype), image.astype(ctype)[row_idx], precision=highest)
+    out = jnp.einsum("wt,hwtc->hwc", col_w.astype(ctype), lines[:, col_idx], precision=highest)
     return out.astype(image.dtype)

@@ -15,6 +15,7 @@ on the same batch; median over ``--steps`` steps after warm-up.
 from __future__ import annotations
 
 import argparse
+import functools
 
 import jax
 import numpy as np
@@ -30,19 +31,22 @@ def jax_step(images: np.ndarray, labels: np.ndarray):
     model = RAM(num_glimpses=GLIMPSES, glimpse_size=SIZE, num_scales=SCALES, location_std=STD)
     params = model.init(jax.random.PRNGKey(0), images[:1], jax.random.PRNGKey(1))
     tx = optax.adam(1e-3)
-    state = {"params": params, "opt": tx.init(params), "i": 0}
+    # As in visattn_jax.train.loop.fit: the step's key is folded in on device and the state is donated.
+    state = {"params": params, "opt": tx.init(params), "step": jax.numpy.zeros((), jax.numpy.int32)}
+    key = jax.random.PRNGKey(1)
 
-    @jax.jit
-    def step(p, o, x, y, key):
-        (loss, _), grads = jax.value_and_grad(lambda q: ram_loss(model.apply(q, x, key), y), has_aux=True)(p)
-        updates, o = tx.update(grads, o, p)
-        return optax.apply_updates(p, updates), o, loss
+    @functools.partial(jax.jit, donate_argnums=0)
+    def step(state, x, y):
+        loss_fn = lambda q: ram_loss(model.apply(q, x, jax.random.fold_in(key, state["step"])), y)  # noqa: E731
+        (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        updates, opt = tx.update(grads, state["opt"], state["params"])
+        return {"params": optax.apply_updates(state["params"], updates), "opt": opt, "step": state["step"] + 1}, loss
 
     x, y = jax.numpy.asarray(images), jax.numpy.asarray(labels)
+    holder = {"state": state}
 
     def run():
-        state["i"] += 1
-        state["params"], state["opt"], loss = step(state["params"], state["opt"], x, y, jax.random.PRNGKey(state["i"]))
+        holder["state"], loss = step(holder["state"], x, y)
         loss.block_until_ready()
 
     return run
@@ -132,7 +136,7 @@ def torch_step(images: np.ndarray, labels: np.ndarray):
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (XLA uses all cores)")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)

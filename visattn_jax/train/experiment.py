@@ -88,13 +88,16 @@ def _ram_model(config, input_size: int):
             core=config.core,
             location_std=config.location_std,
             random_locations=config.model == "ram_random",
+            sensor_method=config.get("sensor_method", "gather"),
         )
         return model, ram_objective, _ram_figure
     if config.model == "fc":
         return FCN(features=(256, 256)), cross_entropy_objective, None
     if config.model == "conv":
         return ConvBaseline(), cross_entropy_objective, None
-    raise ValueError(f"Unknown RAM-task model {config.model!r}; choose ram, ram_random, fc or conv.")
+    if config.model == "conv_paper":
+        return ConvBaseline.paper(), cross_entropy_objective, None
+    raise ValueError(f"Unknown RAM-task model {config.model!r}; choose ram, ram_random, fc, conv or conv_paper.")
 
 
 _TASKS = {"stn": _stn_model, "ram": _ram_model}
