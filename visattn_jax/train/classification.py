@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -14,27 +14,41 @@ import optax
 from visattn_jax.data.distortions import distort
 from visattn_jax.train.loop import Task
 
-__all__ = ["classification_task", "cross_entropy_objective", "make_test_set", "ram_objective"]
-
-# (model, params, images, labels, key) -> (loss, metrics, logits)
-Objective = Callable[[nn.Module, Any, jax.Array, jax.Array, jax.Array], tuple[jax.Array, dict, jax.Array]]
+__all__ = ["Objective", "classification_task", "cross_entropy_objective", "make_test_set", "ram_objective"]
 
 
-def cross_entropy_objective(model, params, images, labels, key):
-    """Softmax cross-entropy of a deterministic classifier ``model.apply(params, images) -> logits``."""
+class Objective(NamedTuple):
+    """How a classification task initialises and scores its model.
+
+    Attributes:
+      loss: ``(model, params, images, labels, key) -> (loss, metrics, logits)``.
+      init: ``(model, key, images) -> params``.
+    """
+
+    loss: Callable[[nn.Module, Any, jax.Array, jax.Array, jax.Array], tuple[jax.Array, dict, jax.Array]]
+    init: Callable[[nn.Module, jax.Array, jax.Array], Any]
+
+
+def _cross_entropy_loss(model, params, images, labels, key):
     del key
     logits = model.apply(params, images)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     return loss, {}, logits
 
 
-def ram_objective(model, params, images, labels, key):
-    """RAM's hybrid loss (:func:`visattn_jax.ram.ram_loss`) for one sampled episode per image."""
+def _ram_loss(model, params, images, labels, key):
     from visattn_jax.ram import ram_loss
 
     outputs = model.apply(params, images, key)
     loss, metrics = ram_loss(outputs, labels)
     return loss, metrics, outputs["logits"]
+
+
+#: Softmax cross-entropy of a deterministic classifier ``model.apply(params, images) -> logits``.
+cross_entropy_objective = Objective(_cross_entropy_loss, lambda model, key, images: model.init(key, images))
+#: RAM's hybrid loss (:func:`visattn_jax.ram.ram_loss`) for one sampled episode per image;
+#: ``model.apply(params, images, key)``.
+ram_objective = Objective(_ram_loss, lambda model, key, images: model.init(key, images, key))
 
 
 def make_test_set(distortion: str, images: np.ndarray, *, seed: int, chunk: int = 1000) -> np.ndarray:
@@ -76,8 +90,8 @@ def classification_task(
       distortion: name in :data:`visattn_jax.data.DISTORTIONS`.
       batch_size: training batch size.
       eval_batch_size: evaluation batch size (the last batch may be smaller).
-      objective: the loss (default: cross-entropy; :func:`ram_objective` for RAM, whose ``model.apply`` also
-        takes a key).
+      objective: the model's loss and initialisation (default: cross-entropy; :data:`ram_objective` for RAM,
+        whose ``model.apply`` also takes a key).
       eval_seed: stochastic models are evaluated with one sample per image from keys derived from this seed
         (fixed, so evaluations are comparable).
     """
@@ -91,7 +105,7 @@ def classification_task(
 
     def init(key: jax.Array) -> Any:
         dummy = jnp.zeros((1, *sample_shape), jnp.float32)
-        return model.init(key, dummy) if objective is cross_entropy_objective else model.init(key, dummy, key)
+        return objective.init(model, key, dummy)
 
     def train_batch(key: jax.Array) -> dict[str, jax.Array]:
         k_index, k_distort = jax.random.split(key)
@@ -100,13 +114,13 @@ def classification_task(
         return {"image": images, "label": labels[index]}
 
     def loss_fn(params, batch, key):
-        loss, metrics, logits = objective(model, params, batch["image"], batch["label"], key)
+        loss, metrics, logits = objective.loss(model, params, batch["image"], batch["label"], key)
         accuracy = jnp.mean((jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32))
         return loss, {**metrics, "accuracy": accuracy}
 
     def eval_fn(params, batch):
         key = jax.random.fold_in(jax.random.PRNGKey(eval_seed), batch["index"][0])
-        _, _, logits = objective(model, params, batch["image"], batch["label"], key)
+        _, _, logits = objective.loss(model, params, batch["image"], batch["label"], key)
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
         correct = jnp.sum((jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32))
         return {
