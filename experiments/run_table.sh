@@ -11,7 +11,7 @@ case "$experiment" in
   stn) config=stn_mnist.py; defaults=(st_cnn,affine,RTS cnn,none,RTS st_cnn,tps,RTS fcn,none,RTS st_fcn,affine,RTS
                                       cnn,none,R st_cnn,affine,R st_cnn,tps,R) ;;
   ram) config=ram_mnist.py; defaults=(mnist28,ram,6 translated60,ram,6 cluttered60,ram,6 cluttered60,conv,1
-                                      cluttered60,conv_paper,1) ;;
+                                      cluttered60,conv_paper,1 mnist28,fc,1 mnist28,ram_random,6) ;;
   *) echo "unknown experiment $experiment (stn or ram)" >&2; exit 2 ;;
 esac
 cells=("$@")

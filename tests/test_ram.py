@@ -79,6 +79,16 @@ def test_gather_and_matmul_retinas_agree(antialias):
         np.testing.assert_allclose(np.asarray(gather), np.asarray(matmul), atol=1e-6)
 
 
+@pytest.mark.parametrize("method", ["gather", "matmul"])
+def test_batched_jitted_glimpses_equal_a_python_loop(method):
+    images = np.stack([_image(18, 22, 1, seed=s) for s in range(3)])
+    locations = jnp.array([[0.1, -0.3], [-0.9, 0.95], [0.5, 0.5]])
+    sensor = lambda im, loc: ram.glimpse_sensor(im, loc, size=5, num_scales=2, method=method)  # noqa: E731
+    batched = jax.jit(jax.vmap(sensor))(images, locations)
+    for i in range(3):
+        np.testing.assert_allclose(np.asarray(batched[i]), np.asarray(sensor(images[i], locations[i])), atol=1e-6)
+
+
 def test_glimpse_bad_input():
     with pytest.raises(ValueError, match=r"method must be 'gather' or 'matmul'"):
         ram.glimpse_sensor(_image(), jnp.zeros(2), size=4, num_scales=1, method="conv")
