@@ -448,7 +448,7 @@ def separable_sample(
     Numerically the same as ``bilinear_sample(image, coords)`` with ``coords[i, j] = (x[j], y[i])``, but
     computed as ``Ry @ image @ Rx^T`` with :func:`interpolation_matrix` operators, so no gather and no
     scatter: fast forward and backward on CPU, and it runs on the matrix units of TPUs and GPUs. Suited to
-    crops / zooms (the STN attention transform) and to the RAM glimpse sensor.
+    crops / zooms (the STN attention transform). :func:`apply_taps` does the same with gathers (the RAM retina).
 
     Args:
       image: ``[H, W, C]`` floating image.
