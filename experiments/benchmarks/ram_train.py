@@ -27,8 +27,10 @@ from visattn_jax.ram import RAM, ram_loss
 GLIMPSES, SIZE, SCALES, STD = 6, 12, 3, 0.15
 
 
-def jax_step(images: np.ndarray, labels: np.ndarray):
-    model = RAM(num_glimpses=GLIMPSES, glimpse_size=SIZE, num_scales=SCALES, location_std=STD)
+def jax_step(images: np.ndarray, labels: np.ndarray, sensor_method: str = "gather"):
+    model = RAM(
+        num_glimpses=GLIMPSES, glimpse_size=SIZE, num_scales=SCALES, location_std=STD, sensor_method=sensor_method
+    )
     params = model.init(jax.random.PRNGKey(0), images[:1], jax.random.PRNGKey(1))
     tx = optax.adam(1e-3)
     # As in visattn_jax.train.loop.fit: the step's key is folded in on device and the state is donated.
@@ -146,7 +148,12 @@ def main(argv=None) -> None:
         images[i, top : top + 28, left : left + 28] = rng.random((28, 28, 1))
     labels = rng.integers(0, 10, args.batch_size).astype(np.int32)
 
-    rows = {"visattn_jax RAM (jit, lax.scan)": median_seconds(jax_step(images, labels), args.steps)}
+    rows = {
+        f"visattn_jax RAM (jit, lax.scan, {method} retina)": median_seconds(
+            jax_step(images, labels, method), args.steps
+        )
+        for method in ("gather", "matmul")
+    }
     reference = None
     torch = import_torch(args.threads)
     if torch is not None:
