@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates .venv in the repository root and installs visattn_jax with everything the tests, experiments and
-# notebooks need. Idempotent: a second run only checks. Set VISATTN_WITH_TORCH=0 to skip PyTorch (it is only
-# a reference for comparison tests and benchmarks; `pip install torch==2.13.0` installs its CPU build here).
+# notebooks need. Idempotent: a second run only checks. Set VISATTN_WITH_TORCH=0 to skip PyTorch and timm
+# (the `reference` extra: references for comparison tests and benchmarks only, about 5.5 GB; the library and
+# the quickstart's main job never import them).
 # Offline MNIST: if a folder with the four original MNIST .gz files exists at $VISATTN_MNIST_DIR (default
 # ../shared/data/mnist beside the repository), they are copied into TFDS's manual folder, where TFDS finds them.
 set -euo pipefail
@@ -10,10 +11,12 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
+echo "setup: installing visattn_jax and its test / experiment dependencies into .venv (about a minute)"
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test,benchmarks,experiments]"
 if [ "${VISATTN_WITH_TORCH:-1}" = "1" ]; then
-  .venv/bin/python -m pip install --quiet "torch==2.13.0" || echo "setup: torch 2.13.0 not installed; torch comparisons will be skipped"
+  echo "setup: installing the PyTorch / timm references (torch 2.14.1, torchvision 0.29.1, timm)"
+  .venv/bin/python -m pip install --quiet -e ".[reference]" || echo "setup: torch / timm not installed; their comparisons will be skipped"
 fi
 mnist_dir=${VISATTN_MNIST_DIR:-../shared/data/mnist}
 manual_dir=${TFDS_DATA_DIR:-$HOME/tensorflow_datasets}/downloads/manual

@@ -116,24 +116,24 @@ def _toy_task(batch_size=8, nan_at=None, trace_guard=False):
     data_y = jnp.asarray(rng.integers(0, 3, 64).astype(np.int32))
 
     def init(key):
-        return {"w": jax.random.normal(key, (5, 3)) * 0.1, "b": jnp.zeros(3)}
+        return {"w": jax.random.normal(key, (5, 3)) * 0.1, "b": jnp.zeros(3)}, {}
 
-    def train_batch(key):
-        index = jax.random.randint(key, (batch_size,), 0, 64)
+    def train_batch(key, step):
+        index = jax.random.randint(jax.random.fold_in(key, step), (batch_size,), 0, 64)
         return {"x": data_x[index], "y": data_y[index]}
 
-    def loss_fn(params, batch, key):
+    def loss_fn(params, model_state, batch, key):
         noise = jax.random.normal(key, ()) * 1e-3  # uses the key: resume must reproduce it too
         logits = batch["x"] @ params["w"] + params["b"][None]
         loss = -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), batch["y"][:, None], 1)) + noise
         if nan_at is not None:
             loss = loss * jnp.where(params["b"][0] > nan_at, jnp.nan, 1.0)
-        return loss, {}
+        return loss, ({}, model_state)
 
     if trace_guard:
         loss_fn = chex.assert_max_traces(loss_fn, n=1)
 
-    def eval_fn(params, batch):
+    def eval_fn(params, model_state, batch):
         logits = batch["x"] @ params["w"] + params["b"][None]
         return {
             "correct": jnp.sum((jnp.argmax(logits, -1) == batch["y"]).astype(jnp.float32)),

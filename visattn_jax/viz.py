@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["grid_to_pixels", "plot_glimpses", "plot_transformer"]
+__all__ = ["grid_to_pixels", "plot_glimpses", "plot_misclassified", "plot_training_curve", "plot_transformer"]
 
 
 def grid_to_pixels(grid: np.ndarray, height: int, width: int, *, align_corners: bool = False) -> np.ndarray:
@@ -120,4 +120,75 @@ def plot_glimpses(
     path = Path(path)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return path
+
+
+def plot_training_curve(metrics_jsonl: str | Path, path: str | Path, *, title: str = "") -> Path:
+    """Training loss and test error against steps, read from a run's ``metrics.jsonl``.
+
+    Uses matplotlib's object API (no pyplot, no backend switch), so it is safe in notebooks and headless.
+    """
+    import json
+
+    from matplotlib.figure import Figure
+
+    train_steps, losses, eval_steps, errors = [], [], [], []
+    for line in Path(metrics_jsonl).read_text().splitlines():
+        record = json.loads(line)
+        if "loss" in record:
+            train_steps.append(record["step"])
+            losses.append(record["loss"])
+        if "eval/error_percent" in record:
+            eval_steps.append(record["step"])
+            errors.append(record["eval/error_percent"])
+    fig = Figure(figsize=(7.5, 3.0))
+    ax_loss, ax_err = fig.subplots(1, 2)
+    ax_loss.plot(train_steps, losses, linewidth=0.8)
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("training loss")
+    ax_loss.set_yscale("log")
+    ax_err.plot(eval_steps, errors, marker="o", markersize=3)
+    ax_err.set_xlabel("step")
+    ax_err.set_ylabel("test error (%)")
+    for ax in (ax_loss, ax_err):
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def plot_misclassified(
+    images: np.ndarray,
+    labels: np.ndarray,
+    predictions: np.ndarray,
+    path: str | Path,
+    *,
+    class_names: list[str] | None = None,
+    count: int = 16,
+) -> Path:
+    """The first ``count`` test images the model got wrong, titled "true -> predicted".
+
+    Args:
+      images: uint8 ``[N, H, W, C]`` (C = 1 or 3); labels, predictions: int ``[N]``.
+    """
+    from matplotlib.figure import Figure
+
+    wrong = np.flatnonzero(np.asarray(labels) != np.asarray(predictions))[:count]
+    name = (lambda i: class_names[i]) if class_names else str
+    cols = 8
+    rows = max(1, -(-len(wrong) // cols))
+    fig = Figure(figsize=(1.3 * cols, 1.5 * rows))
+    axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, i in zip(axes.flat, wrong, strict=False):
+        image = images[i]
+        ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None)
+        ax.set_title(f"{name(int(labels[i]))}\n-> {name(int(predictions[i]))}", fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
     return path

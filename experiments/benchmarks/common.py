@@ -36,7 +36,7 @@ def import_torch(threads: int):
     try:
         import torch
     except ImportError:
-        print("PyTorch is not installed (pip install torch==2.13.0): its reference rows are skipped.")
+        print("PyTorch is not installed (pip install -e '.[reference]'): its reference rows are skipped.")
         return None
     torch.set_num_threads(threads)
     return torch

@@ -6,7 +6,7 @@ Command (the table in the README came from it):
 
 Prints, per size, the median time of the forward pass and of forward+backward (gradients with respect to
 the images and the grid, i.e. what a spatial transformer needs) over ``--repeats`` runs after warm-up, the
-compile excluded, and each variant's ratio to torch's time. torch (``pip install torch==2.13.0``) and dm-pix
+compile excluded, and each variant's ratio to torch's time. torch (``pip install -e .[reference]``; the README table used 2.13.0) and dm-pix
 are optional; their columns are skipped when they are not installed.
 
 Sizes (from the sampler issue): (a) N=256 28x28x1 -> 28x28, (b) N=64 60x60x1 -> 60x60,

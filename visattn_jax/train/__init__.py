@@ -1,18 +1,37 @@
-"""The shared training loop and the experiment entry point."""
+"""The shared training loop, the tasks it runs, and the experiment entry point."""
 
-from visattn_jax.train.classification import classification_task, make_test_set
-from visattn_jax.train.experiment import load_digits, train_and_evaluate
-from visattn_jax.train.loop import Task, TrainState, fit, make_mesh, make_optimizer, restore_params
+from visattn_jax.train.classification import (
+    classification_task,
+    image_classification_task,
+    make_test_set,
+    stream_classification_task,
+)
+from visattn_jax.train.experiment import load_digits, load_natural_images, train_and_evaluate
+from visattn_jax.train.loop import (
+    Task,
+    TrainState,
+    fit,
+    make_mesh,
+    make_optimizer,
+    make_schedule,
+    resolve_epochs,
+    restore_params,
+)
 
 __all__ = [
     "Task",
     "TrainState",
     "classification_task",
     "fit",
+    "image_classification_task",
     "load_digits",
+    "load_natural_images",
     "make_mesh",
     "make_optimizer",
+    "make_schedule",
     "make_test_set",
+    "resolve_epochs",
     "restore_params",
+    "stream_classification_task",
     "train_and_evaluate",
 ]

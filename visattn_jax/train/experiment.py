@@ -15,7 +15,7 @@ from visattn_jax.stn import FCN, stn_classifier
 from visattn_jax.train.classification import classification_task, cross_entropy_objective, make_test_set, ram_objective
 from visattn_jax.train.loop import fit
 
-__all__ = ["load_digits", "train_and_evaluate"]
+__all__ = ["load_digits", "load_natural_images", "train_and_evaluate"]
 
 
 def load_digits(config) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -102,17 +102,128 @@ def _ram_model(config, input_size: int):
 
 _TASKS = {"stn": _stn_model, "ram": _ram_model}
 
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def load_natural_images(config) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """uint8 train / test images and int32 labels of ``config.dataset``: ``cifar10`` through
+    :func:`visattn_jax.data.cifar.load_cifar10` (TFDS or the offline copy in ``config.cifar10_dir``), any
+    other TFDS image classification set (``cifar100``, ``svhn_cropped``) through TFDS. Cut to
+    ``config.train_limit`` / ``config.test_limit`` when set."""
+    from visattn_jax.data.cifar import load_cifar10
+
+    kwargs = {"data_dir": config.get("data_dir")}
+    if config.dataset == "cifar10":
+        train = load_cifar10("train", source_dir=config.get("cifar10_dir"), **kwargs)
+        test = load_cifar10("test", source_dir=config.get("cifar10_dir"), **kwargs)
+    else:
+        train = load_image_dataset(config.dataset, "train", **kwargs)
+        test = load_image_dataset(config.dataset, "test", **kwargs)
+    (train_x, train_y), (test_x, test_y) = train, test
+    if config.get("train_limit"):
+        train_x, train_y = train_x[: config.train_limit], train_y[: config.train_limit]
+    if config.get("test_limit"):
+        test_x, test_y = test_x[: config.test_limit], test_y[: config.test_limit]
+    return train_x, train_y, test_x, test_y
+
+
+def _image_experiment(config, workdir: Path) -> dict[str, Any]:
+    """Natural-image classification (CIFAR): a registered network, BatchNorm, epochs, augmentation."""
+    import jax.numpy as jnp
+
+    from visattn_jax.models import create_model
+    from visattn_jax.train.classification import image_classification_task
+    from visattn_jax.viz import plot_misclassified, plot_training_curve
+
+    dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+    if config.dtype not in dtypes:
+        raise ValueError(f"Unknown dtype {config.dtype!r}; choose float32 or bfloat16.")
+    overrides = dict(config.get("model_overrides") or {})
+    model = create_model(config.model, num_classes=config.num_classes, dtype=dtypes[config.dtype], **overrides)
+    if config.dataset.startswith("imagenet"):
+        task = _imagenet_task(config, model)
+        test_x = None
+    else:
+        train_x, train_y, test_x, test_y = load_natural_images(config)
+        task = image_classification_task(
+            model,
+            train_images=train_x,
+            train_labels=train_y,
+            test_images=test_x,
+            test_labels=test_y,
+            batch_size=config.batch_size,
+            mean=tuple(config.mean),
+            std=tuple(config.std),
+            augment=config.augment,
+            label_smoothing=config.label_smoothing,
+        )
+    state, summary = fit(task, config, workdir, progress=config.get("progress", True))
+    summary["num_params"] = int(sum(np.size(p) for p in jax.tree_util.tree_leaves(state.params)))
+    summary["config"] = config.to_dict()
+    if config.get("figure", True) and test_x is not None:
+        plot_training_curve(workdir / "metrics.jsonl", workdir / "training_curve.png", title=config.name)
+        variables = jax.device_get({**state.eval_params, **state.model_state})
+        predict = jax.jit(lambda v, x: jnp.argmax(task_model_logits(model, v, x, config), -1))
+        count = min(len(test_x), 1000)
+        predictions = np.asarray(predict(variables, test_x[:count]))
+        names = CIFAR10_CLASSES if config.dataset == "cifar10" else None
+        plot_misclassified(
+            test_x[:count], test_y[:count], predictions, workdir / "misclassified.png", class_names=names
+        )
+        summary["figure"] = str(workdir / "training_curve.png")
+    return summary
+
+
+def _imagenet_task(config, model):
+    """ImageNet through the host tf.data pipeline (visattn_jax.data.imagenet), one shard per process."""
+    import functools
+
+    from visattn_jax.data.imagenet import ImageNetEval, imagenet_num_examples, imagenet_stream
+    from visattn_jax.train.classification import stream_classification_task
+
+    common = dict(image_size=config.image_size, mean=tuple(config.mean), std=tuple(config.std), name=config.dataset)
+    common["data_dir"] = config.get("data_dir")
+    stream = functools.partial(imagenet_stream, global_batch_size=config.batch_size, seed=config.seed, **common)
+    eval_batches = ImageNetEval(batch_size=config.eval_batch_size, split=config.eval_split, **common)
+    num_train = imagenet_num_examples("train", name=config.dataset, data_dir=config.get("data_dir"))
+    return stream_classification_task(
+        model,
+        train_stream=stream,
+        eval_batches=eval_batches,
+        image_shape=(config.image_size, config.image_size, 3),
+        steps_per_epoch=num_train // config.batch_size,
+        label_smoothing=config.label_smoothing,
+    )
+
+
+def task_model_logits(model, variables, images_uint8, config):
+    """Logits of ``model`` for uint8 images, normalised as the config's task normalises them."""
+    from visattn_jax.data.cifar import normalize
+
+    return model.apply(variables, normalize(images_uint8, tuple(config.mean), tuple(config.std)), train=False)
+
 
 def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
     """Loads data, builds the model and task from ``config``, trains, evaluates, writes summary and figure.
 
-    ``config.task`` selects the experiment family: ``"stn"`` (distorted-MNIST classifiers of the STN paper)
-    or ``"ram"`` (RAM and its baselines on MNIST / translated / cluttered MNIST).
+    ``config.task`` selects the experiment family: ``"stn"`` (distorted-MNIST classifiers of the STN paper),
+    ``"ram"`` (RAM and its baselines on MNIST / translated / cluttered MNIST) or ``"image"`` (natural-image
+    classification with a registered network: CIFAR-10 / -100).
     Returns the summary that is also written to ``workdir/summary.json``.
     """
-    if config.task not in _TASKS:
-        raise ValueError(f"Unknown task {config.task!r}; choose one of {sorted(_TASKS)}.")
+    if config.task not in (*_TASKS, "image"):
+        raise ValueError(f"Unknown task {config.task!r}; choose one of {sorted((*_TASKS, 'image'))}.")
     workdir = Path(workdir)
+    if config.task == "image":
+        summary = _image_experiment(config, workdir)
+        (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        final = summary["final"]
+        print(
+            f"{config.name} on {config.dataset}: test error {final['error_percent']:.2f}% over {int(final['count'])} "
+            f"images after {summary['steps']} steps ({summary['train_images_per_second']} train images/s on "
+            f"{summary['devices']} {summary['platform']} device(s)); results in {workdir}."
+        )
+        return summary
     train_x, train_y, test_x, test_y = load_digits(config)
     test_images = make_test_set(config.distortion, test_x, seed=config.test_seed)
     model, objective, figure_fn = _TASKS[config.task](config, test_images.shape[1])

@@ -1,14 +1,20 @@
 """The training loop every experiment shares: pure steps under jit, data parallel, checkpointed, logged.
 
-An experiment supplies a :class:`Task` (how to initialise its parameters, how to make a training batch on
-device from a key, its pure loss, its evaluation); :func:`fit` knows nothing about models. One step:
+An experiment supplies a :class:`Task` (how to initialise its parameters and model state, where a training
+batch comes from, its pure loss, its evaluation); :func:`fit` knows nothing about models. One step:
 
-    key_t = fold_in(key, step) -> batch = task.train_batch(key_t)  (sharded over the mesh's "data" axis)
-    -> (loss, metrics), grads = value_and_grad(task.loss_fn)(params, batch, key_t) -> optax update
+    batch = task.train_batch(key, step)   (made on device from the run's key and the step), or the next batch
+    of task.train_stream (a host pipeline, placed on the mesh as a global array)
+    -> (loss, (metrics, model_state)), grads = value_and_grad(task.loss_fn)(params, model_state, batch, key_t)
+       (key_t: a key folded from the run's key and the step)
+    -> optax update (-> parameter EMA, if configured)
 
-Data parallelism: the batch is sharded over all devices of a 1-D mesh (``jax.sharding``), the parameters and
-optimiser state are replicated; XLA inserts the gradient all-reduce. The same code runs on 1 or N devices (and
-on several hosts after ``jax.distributed.initialize()``, with the global batch split across them).
+Model state (BatchNorm statistics) lives in the train state beside the parameters and is replaced by what
+the loss returns; stateless models carry an empty dict. Data parallelism: the batch is sharded over all
+devices of a 1-D mesh (``jax.sharding``), the parameters, model state and optimiser state are replicated;
+XLA inserts the gradient all-reduce, and a BatchNorm's batch mean is a mean over the global (sharded) batch,
+so 1 and N devices compute the same step. The same code runs on 1 or N devices (and on several hosts after
+``jax.distributed.initialize()``, with the global batch split across them).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -27,63 +33,149 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["Task", "TrainState", "fit", "make_mesh", "make_optimizer", "restore_params"]
+__all__ = [
+    "Task",
+    "TrainState",
+    "fit",
+    "make_mesh",
+    "make_optimizer",
+    "make_schedule",
+    "resolve_epochs",
+    "restore_params",
+]
 
 Batch = Any
 Metrics = dict[str, jax.Array]
 
 
 class Task(NamedTuple):
-    """What an experiment gives the loop. All functions are pure and jit-compatible.
+    """What an experiment gives the loop. All functions but ``train_stream`` are pure and jit-compatible.
 
     Attributes:
-      init: ``key -> params``.
-      train_batch: ``key -> batch``: a fresh training batch, made on device (a pytree of ``[B, ...]`` arrays).
-      loss_fn: ``(params, batch, key) -> (scalar loss, metrics dict of scalars)``.
-      eval_fn: ``(params, batch) -> dict of per-batch sums`` (e.g. ``correct``, ``count``, ``loss_sum``).
+      init: ``key -> (params, model_state)``; ``model_state`` is ``{}`` for models without state, or e.g.
+        ``{"batch_stats": ...}``.
+      train_batch: ``(key, step) -> batch``: the training batch of ``step``, made on device (a pytree of
+        ``[B, ...]`` arrays). ``key`` is the run's data key, the same at every step (so a task can draw one
+        permutation per epoch from it); fold ``step`` in for per-step randomness. None when the task has a
+        ``train_stream``.
+      loss_fn: ``(params, model_state, batch, key) -> (scalar loss, (metrics dict of scalars, new model_state))``.
+      eval_fn: ``(params, model_state, batch) -> dict of per-batch sums`` (``correct``, ``count``, ...).
       eval_batches: the fixed evaluation set as a sequence of batches (host or device arrays).
       summarize: ``dict of summed eval metrics -> dict of reported numbers`` (e.g. error in %).
+      train_stream: ``start_step -> iterator of host batches`` (NumPy, this process's share of the global
+        batch), for data read and augmented on the host (ImageNet); it must yield the batch of step
+        ``start_step`` first, so a resumed run sees the same data order. None for on-device data.
+      steps_per_epoch: training steps per pass over the data (0: the task has no epochs); it turns the
+        ``*_epochs`` fields of a config into steps.
     """
 
-    init: Callable[[jax.Array], Any]
-    train_batch: Callable[[jax.Array], Batch]
-    loss_fn: Callable[[Any, Batch, jax.Array], tuple[jax.Array, Metrics]]
-    eval_fn: Callable[[Any, Batch], Metrics]
+    init: Callable[[jax.Array], tuple[Any, Any]]
+    train_batch: Callable[[jax.Array, jax.Array], Batch] | None
+    loss_fn: Callable[[Any, Any, Batch, jax.Array], tuple[jax.Array, tuple[Metrics, Any]]]
+    eval_fn: Callable[[Any, Any, Batch], Metrics]
     eval_batches: Iterable[Batch]
     summarize: Callable[[dict[str, float]], dict[str, float]]
+    train_stream: Callable[[int], Iterator[Batch]] | None = None
+    steps_per_epoch: int = 0
 
 
 @flax.struct.dataclass
 class TrainState:
-    """Everything that changes during training (a pytree); the optimiser itself is static."""
+    """Everything that changes during training (a pytree); the optimiser itself is static.
+
+    ``model_state`` holds non-trained variables (BatchNorm statistics; ``{}`` without state); ``ema_params``
+    the exponential moving average of the parameters (``None`` when ``config.ema_decay`` is 0), which is what
+    evaluation uses when present.
+    """
 
     step: jax.Array  # [] int32
     params: Any
+    model_state: Any
     opt_state: Any
+    ema_params: Any
     tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
 
     @classmethod
-    def create(cls, params: Any, tx: optax.GradientTransformation) -> TrainState:
-        return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), tx=tx)
+    def create(cls, params: Any, tx: optax.GradientTransformation, model_state: Any = None, ema: bool = False):
+        return cls(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            model_state={} if model_state is None else model_state,
+            opt_state=tx.init(params),
+            ema_params=jax.tree_util.tree_map(jnp.copy, params) if ema else None,
+            tx=tx,
+        )
+
+    @property
+    def eval_params(self) -> Any:
+        """The parameters evaluation uses: the EMA when there is one."""
+        return self.params if self.ema_params is None else self.ema_params
 
 
-def make_optimizer(config) -> optax.GradientTransformation:
-    """optax optimiser from ``config.optimizer`` (sgd | momentum | nesterov | adam) and its schedule.
+def resolve_epochs(config, steps_per_epoch: int):
+    """A copy of ``config`` with its epoch-based fields turned into steps.
 
-    Schedule (``config.schedule``): ``"step"`` multiplies the rate by ``config.decay_factor`` every
-    ``config.decay_steps`` (the STN paper: x0.1 every 50k), ``"cosine"`` decays to 0 over ``config.num_steps``,
-    ``"constant"``. ``config.grad_clip_norm > 0`` clips the global gradient norm first.
+    ``num_epochs`` -> ``num_steps``, ``warmup_epochs`` -> ``warmup_steps``, ``decay_epochs`` (a list of
+    epochs where the step schedule multiplies the rate by ``decay_factor``) -> ``decay_boundaries``. Fields
+    already in steps are kept when the epoch field is absent or 0. Epochs may be fractional (a budgeted run).
+    """
+    import ml_collections
+
+    config = ml_collections.ConfigDict(config.to_dict())  # unlocked copy: the caller's config is not changed
+    epochs = {k: config.get(k) for k in ("num_epochs", "warmup_epochs", "decay_epochs")}
+    if any(epochs.values()) and not steps_per_epoch:
+        raise ValueError(
+            f"The config gives {[k for k, v in epochs.items() if v]} in epochs, but the task has no epochs."
+        )
+    if epochs["num_epochs"]:
+        config.num_steps = max(1, round(epochs["num_epochs"] * steps_per_epoch))
+    if epochs["warmup_epochs"]:
+        config.warmup_steps = round(epochs["warmup_epochs"] * steps_per_epoch)
+    if epochs["decay_epochs"]:
+        config.decay_boundaries = [round(e * steps_per_epoch) for e in epochs["decay_epochs"]]
+    return config
+
+
+def make_schedule(config) -> optax.Schedule:
+    """Learning rate per step from ``config.schedule``.
+
+    ``"step"``: multiplies ``config.learning_rate`` by ``config.decay_factor`` at each of
+    ``config.decay_boundaries`` (steps) or, if those are absent, every ``config.decay_steps`` (the STN
+    paper: x0.1 every 50k); ``"cosine"``: decays to 0 at ``config.num_steps``; ``"constant"``. A linear
+    warmup from 0 over ``config.warmup_steps`` (Goyal et al.) precedes any of them.
     """
     lr = config.learning_rate
+    warmup = config.get("warmup_steps", 0) or 0
     if config.schedule == "step":
-        boundaries = range(config.decay_steps, config.num_steps, config.decay_steps)
-        schedule = optax.piecewise_constant_schedule(lr, {b: config.decay_factor for b in boundaries})
+        boundaries = config.get("decay_boundaries") or (
+            range(config.decay_steps, config.num_steps, config.decay_steps) if config.get("decay_steps") else []
+        )
+        schedule = optax.piecewise_constant_schedule(lr, {int(b) - warmup: config.decay_factor for b in boundaries})
     elif config.schedule == "cosine":
-        schedule = optax.cosine_decay_schedule(lr, max(config.num_steps, 1))
+        schedule = optax.cosine_decay_schedule(lr, max(config.num_steps - warmup, 1))
     elif config.schedule == "constant":
         schedule = optax.constant_schedule(lr)
     else:
         raise ValueError(f"Unknown schedule {config.schedule!r}; choose step, cosine or constant.")
+    if warmup:
+        schedule = optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), schedule], [warmup])
+    return schedule
+
+
+def _decay_mask(params: Any) -> Any:
+    """True for convolution and dense kernels (ndim > 1), False for biases and BatchNorm scales and offsets."""
+    return jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+    """optax optimiser from ``config.optimizer`` (sgd | momentum | nesterov | adam) and :func:`make_schedule`.
+
+    ``config.grad_clip_norm > 0`` clips the global gradient norm first. ``config.weight_decay`` adds
+    ``weight_decay * params`` to the gradient (PyTorch SGD's coupled decay), to every parameter or, with
+    ``config.weight_decay_mask="kernels"``, to convolution and dense kernels only (not BatchNorm parameters
+    and biases).
+    """
+    schedule = make_schedule(config)
     optimizers = {
         "sgd": lambda: optax.sgd(schedule),
         "momentum": lambda: optax.sgd(schedule, momentum=config.momentum),
@@ -96,7 +188,10 @@ def make_optimizer(config) -> optax.GradientTransformation:
     if config.get("grad_clip_norm", 0.0) > 0:
         parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
     if config.get("weight_decay", 0.0) > 0:
-        parts.append(optax.add_decayed_weights(config.weight_decay))
+        mask = config.get("weight_decay_mask", "all")
+        if mask not in ("all", "kernels"):
+            raise ValueError(f"Unknown weight_decay_mask {mask!r}; choose all or kernels.")
+        parts.append(optax.add_decayed_weights(config.weight_decay, mask=_decay_mask if mask == "kernels" else None))
     parts.append(optimizers[config.optimizer]())
     return optax.chain(*parts)
 
@@ -111,26 +206,76 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
     return Mesh(np.asarray(devices), ("data",))
 
 
-def _make_train_step(task: Task, mesh: Mesh):
+# XLA:CPU fuses convolutions with their elementwise neighbours through its YNN library when asked: ResNet
+# training steps run 25-35% faster on CPU (../shared/PERF.md), but the sampler slows down, so it is opt-in
+# (config.xla_cpu_fast_conv) and only ever applied to CPU compilations.
+_CPU_CONV_OPTIONS = {
+    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_ELTWISE,LIBRARY_FUSION_TYPE_REDUCE"
+}
+
+
+class _Compiled:
+    """A jitted function compiled on first call, with extra XLA options when given (CPU only)."""
+
+    def __init__(self, jitted, options: dict[str, str] | None):
+        self._jitted, self._options, self._compiled = jitted, options, None
+
+    def __call__(self, *args):
+        if not self._options:
+            return self._jitted(*args)
+        if self._compiled is None:
+            self._compiled = self._jitted.lower(*args).compile(compiler_options=self._options)
+        return self._compiled(*args)
+
+
+def _make_train_step(task: Task, mesh: Mesh, ema_decay: float = 0.0, fast_conv: bool = False):
     data_sharding = NamedSharding(mesh, PartitionSpec("data"))
     replicated = NamedSharding(mesh, PartitionSpec())
 
-    def train_step(state: TrainState, key: jax.Array) -> tuple[TrainState, Metrics]:
-        step_key = jax.random.fold_in(key, state.step)
-        batch_key, loss_key = jax.random.split(step_key)
-        batch = jax.lax.with_sharding_constraint(task.train_batch(batch_key), data_sharding)
-        (loss, metrics), grads = jax.value_and_grad(task.loss_fn, has_aux=True)(state.params, batch, loss_key)
+    def train_step(state: TrainState, key: jax.Array, batch: Batch | None = None) -> tuple[TrainState, Metrics]:
+        loss_key = jax.random.split(jax.random.fold_in(key, state.step))[1]
+        if batch is None:
+            batch = task.train_batch(key, state.step)
+        batch = jax.lax.with_sharding_constraint(batch, data_sharding)
+        grad_fn = jax.value_and_grad(task.loss_fn, has_aux=True)
+        (loss, (metrics, model_state)), grads = grad_fn(state.params, state.model_state, batch, loss_key)
         updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        ema = state.ema_params
+        if ema is not None:
+            ema = optax.incremental_update(params, ema, 1.0 - ema_decay)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+        new_state = state.replace(
+            step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state, ema_params=ema
+        )
+        return new_state, metrics
 
-    return jax.jit(
-        train_step, in_shardings=(replicated, replicated), out_shardings=(replicated, replicated), donate_argnums=0
-    )
+    if task.train_stream is None:
+        jitted = jax.jit(
+            train_step,
+            in_shardings=(replicated, replicated),
+            out_shardings=(replicated, replicated),
+            donate_argnums=0,
+        )
+    else:
+        jitted = jax.jit(
+            train_step,
+            in_shardings=(replicated, replicated, data_sharding),
+            out_shardings=(replicated, replicated),
+            donate_argnums=0,
+        )
+    cpu = mesh.devices.flat[0].platform == "cpu"
+    return _Compiled(jitted, _CPU_CONV_OPTIONS if fast_conv and cpu else None)
 
 
-def _evaluate(task: Task, eval_step, params, mesh: Mesh) -> dict[str, float]:
+def _global_batches(task: Task, start: int, mesh: Mesh) -> Iterator[Batch]:
+    """The task's host stream as global arrays on the mesh (each process contributes its own rows)."""
+    sharding = NamedSharding(mesh, PartitionSpec("data"))
+    for batch in task.train_stream(start):
+        yield jax.tree_util.tree_map(lambda a: jax.make_array_from_process_local_data(sharding, np.asarray(a)), batch)
+
+
+def _evaluate(task: Task, eval_step, state: TrainState, mesh: Mesh) -> dict[str, float]:
     data_sharding = NamedSharding(mesh, PartitionSpec("data"))
     replicated = NamedSharding(mesh, PartitionSpec())
     totals = None
@@ -138,7 +283,7 @@ def _evaluate(task: Task, eval_step, params, mesh: Mesh) -> dict[str, float]:
         size = jax.tree_util.tree_leaves(batch)[0].shape[0]
         # Split over the devices where the batch divides evenly; a ragged last batch is replicated instead.
         batch = jax.device_put(batch, data_sharding if size % mesh.size == 0 else replicated)
-        sums = eval_step(params, batch)
+        sums = eval_step(state.eval_params, state.model_state, batch)
         totals = sums if totals is None else jax.tree_util.tree_map(jnp.add, totals, sums)
     totals = {k: float(v) for k, v in jax.device_get(totals).items()}  # one transfer per evaluation
     return task.summarize(totals)
@@ -172,9 +317,10 @@ class _MetricsLog:
 def fit(task: Task, config, workdir: str | Path, *, progress: bool = True) -> tuple[TrainState, dict[str, Any]]:
     """Trains ``task`` for ``config.num_steps`` steps, resuming from the latest checkpoint in ``workdir``.
 
-    Config fields used: ``seed``, ``num_steps``, ``batch_size``, ``log_every``, ``eval_every`` (0: only at the
-    end), ``checkpoint_every`` (0: only at the end), ``num_devices`` (None: all), and the optimiser fields of
-    :func:`make_optimizer`.
+    Config fields used: ``seed``, ``num_steps`` (or ``num_epochs``, see :func:`resolve_epochs`),
+    ``batch_size``, ``log_every``, ``eval_every`` (0: only at the end), ``checkpoint_every`` (0: only at the
+    end), ``num_devices`` (None: all), ``ema_decay`` (0: no parameter EMA), ``xla_cpu_fast_conv`` (see
+    ``_CPU_CONV_OPTIONS``), and the optimiser fields of :func:`make_optimizer`.
 
     Writes to ``workdir``: ``checkpoints/`` (orbax; a rerun resumes from the last one and reaches the same
     parameters as an uninterrupted run), ``metrics.jsonl`` and TensorBoard files, ``summary.json``.
@@ -187,6 +333,9 @@ def fit(task: Task, config, workdir: str | Path, *, progress: bool = True) -> tu
     """
     import orbax.checkpoint as ocp
 
+    config = resolve_epochs(config, task.steps_per_epoch)
+    if (task.train_batch is None) == (task.train_stream is None):
+        raise ValueError("A Task needs exactly one of train_batch (on device) and train_stream (host batches).")
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     mesh = make_mesh(config.get("num_devices"))
@@ -196,7 +345,9 @@ def fit(task: Task, config, workdir: str | Path, *, progress: bool = True) -> tu
 
     init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
     tx = make_optimizer(config)
-    state = jax.device_put(TrainState.create(task.init(init_key), tx), replicated)
+    ema_decay = config.get("ema_decay", 0.0) or 0.0
+    params, model_state = task.init(init_key)
+    state = jax.device_put(TrainState.create(params, tx, model_state, ema=ema_decay > 0), replicated)
     train_key = jax.device_put(train_key, replicated)
 
     manager = ocp.CheckpointManager(
@@ -209,8 +360,9 @@ def fit(task: Task, config, workdir: str | Path, *, progress: bool = True) -> tu
         state = jax.device_put(restored, replicated)
         print(f"Resumed from the checkpoint at step {start} in {workdir / 'checkpoints'}.")
 
-    train_step = _make_train_step(task, mesh)
+    train_step = _make_train_step(task, mesh, ema_decay, config.get("xla_cpu_fast_conv", False))
     eval_step = jax.jit(task.eval_fn)
+    stream = _global_batches(task, start, mesh) if task.train_stream is not None else None
     log = _MetricsLog(workdir)
     bar = None
     if progress:
@@ -228,7 +380,10 @@ def fit(task: Task, config, workdir: str | Path, *, progress: bool = True) -> tu
     images_per_step = config.batch_size
     try:
         for step in range(start, config.num_steps):
-            state, metrics = train_step(state, train_key)
+            if stream is None:
+                state, metrics = train_step(state, train_key)
+            else:
+                state, metrics = train_step(state, train_key, next(stream))
             window_steps += 1
             done = step + 1
             if done % config.log_every == 0 or done == config.num_steps:
@@ -249,7 +404,7 @@ def fit(task: Task, config, workdir: str | Path, *, progress: bool = True) -> tu
                     bar.set_postfix(loss=f"{metrics['loss']:.4f}", img_s=f"{metrics['images_per_second']:.0f}")
                     bar.update(config.log_every if done % config.log_every == 0 else done % config.log_every)
             if config.eval_every and done % config.eval_every == 0 and done != config.num_steps:
-                evaluation = _evaluate(task, eval_step, state.params, mesh)
+                evaluation = _evaluate(task, eval_step, state, mesh)
                 log.write(done, {f"eval/{k}": v for k, v in evaluation.items()})
                 history.append({"step": done, **evaluation})
                 window_start = time.perf_counter()  # evaluation time is not training throughput
@@ -258,7 +413,7 @@ def fit(task: Task, config, workdir: str | Path, *, progress: bool = True) -> tu
         if config.num_steps > start and manager.latest_step() != config.num_steps:
             save(config.num_steps)
         manager.wait_until_finished()
-        evaluation = _evaluate(task, eval_step, state.params, mesh)
+        evaluation = _evaluate(task, eval_step, state, mesh)
         log.write(config.num_steps, {f"eval/{k}": v for k, v in evaluation.items()})
     finally:
         if bar is not None:
@@ -274,6 +429,7 @@ def fit(task: Task, config, workdir: str | Path, *, progress: bool = True) -> tu
         "wall_seconds_this_run": round(time.perf_counter() - started, 1),
         "train_images_per_second": round(timed_steps * images_per_step / train_seconds, 1) if train_seconds else None,
         "devices": mesh.size,
+        "steps_per_epoch": task.steps_per_epoch or None,
         "platform": jax.devices()[0].platform,
     }
     return state, summary

@@ -1,0 +1,159 @@
+"""Training-step throughput of our ResNets against PyTorch on this machine (same network, same batch).
+
+Command (the numbers in the README came from it; run it on a quiet machine, see ../shared/PERF.md):
+
+    .venv/bin/python -m experiments.benchmarks.resnet_train [--steps 10] [--threads 2] [--only resnet20]
+
+Rows, per network (CIFAR ResNet-20 at batch 128 on 32x32; ResNet-50 at batch 16 on 224x224):
+  visattn (XLA default)       our training step (forward, backward, SGD momentum + weight decay, BatchNorm
+                              statistics update) compiled with XLA's default CPU options
+  visattn (XLA fast conv)     the same step compiled with ``xla_cpu_fast_conv`` (YNN fusions), the option the
+                              CIFAR and ImageNet configs turn on (only ever applied on CPU)
+  torch eager                 the same network in PyTorch (ResNet-20: written below, option-A shortcuts;
+                              ResNet-50: timm ``resnet50``, or a skipped row without timm), eager, NCHW
+  torch eager channels_last   the same with ``memory_format=torch.channels_last``
+The ratio column is images/s over the "torch eager" row of the same network, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from experiments.benchmarks.common import import_torch, median_seconds, print_throughput
+from visattn_jax.models import create_model
+from visattn_jax.train.loop import _CPU_CONV_OPTIONS
+
+SETTINGS = {"resnet20": ("cifar_resnet20", 128, 32, 10), "resnet50": ("resnet50", 16, 224, 1000)}
+
+
+def jax_step(name: str, images: np.ndarray, labels: np.ndarray, *, fast_conv: bool):
+    model = create_model(name, num_classes=int(labels.max()) + 1 if name.startswith("cifar") else 1000)
+    variables = model.init(jax.random.PRNGKey(0), jnp.asarray(images[:1]), train=False)
+    params, stats = variables["params"], variables["batch_stats"]
+    tx = optax.chain(optax.add_decayed_weights(1e-4), optax.sgd(0.1, momentum=0.9))
+    opt_state = tx.init(params)
+
+    def loss_fn(p, s, x, y):
+        logits, new = model.apply({"params": p, "batch_stats": s}, x, train=True, mutable=["batch_stats"])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), new["batch_stats"]
+
+    def step(p, s, o, x, y):
+        (loss, s), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, s, x, y)
+        updates, o = tx.update(grads, o, p)
+        return optax.apply_updates(p, updates), s, o, loss
+
+    x, y = jnp.asarray(images), jnp.asarray(labels)
+    lowered = jax.jit(step, donate_argnums=(0, 1, 2)).lower(params, stats, opt_state, x, y)
+    compiled = lowered.compile(compiler_options=_CPU_CONV_OPTIONS if fast_conv else None)
+    state = [params, stats, opt_state]
+
+    def run():
+        state[0], state[1], state[2], loss = compiled(*state, x, y)
+        loss.block_until_ready()
+
+    return run
+
+
+def torch_cifar_resnet20(torch):
+    from torch import nn
+    from torch.nn import functional as F
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.stride, self.extra = stride, cout - cin
+
+        def forward(self, x):
+            y = F.relu(self.bn1(self.conv1(x)))
+            y = self.bn2(self.conv2(y))
+            shortcut = x
+            if self.stride != 1 or self.extra:  # option A: subsample and zero-pad the channels
+                shortcut = F.pad(
+                    x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, self.extra // 2, self.extra // 2)
+                )
+            return F.relu(y + shortcut)
+
+    class ResNet20(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(16)
+            blocks, cin = [], 16
+            for i, cout in enumerate((16, 32, 64)):
+                for j in range(3):
+                    blocks.append(Block(cin, cout, 2 if i > 0 and j == 0 else 1))
+                    cin = cout
+            self.blocks = nn.Sequential(*blocks)
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x):
+            x = self.blocks(F.relu(self.bn1(self.conv1(x))))
+            return self.fc(x.mean((2, 3)))
+
+    return ResNet20()
+
+
+def torch_step(torch, net: str, images: np.ndarray, labels: np.ndarray, *, channels_last: bool):
+    if net == "resnet20":
+        model = torch_cifar_resnet20(torch)
+    else:
+        try:
+            import timm
+        except ImportError:
+            return None
+        model = timm.create_model("resnet50", pretrained=False)
+    model.train()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(memory_format=memory_format)
+    y = torch.from_numpy(labels.astype(np.int64))
+
+    def run():
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per row (median)")
+    parser.add_argument("--threads", type=int, default=2, help="PyTorch intra-op threads")
+    parser.add_argument("--only", choices=sorted(SETTINGS), default=None)
+    args = parser.parse_args()
+    torch = import_torch(args.threads)
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}; torch {torch.__version__ if torch else '-'}")
+    for net, (name, batch, size, classes) in SETTINGS.items():
+        if args.only and net != args.only:
+            continue
+        rng = np.random.default_rng(0)
+        images = rng.normal(size=(batch, size, size, 3)).astype(np.float32)
+        labels = rng.integers(0, classes, batch).astype(np.int32)
+        rows = {}
+        for label, fast in (("visattn (XLA default)", False), ("visattn (XLA fast conv)", True)):
+            rows[label] = median_seconds(jax_step(name, images, labels, fast_conv=fast), args.steps)
+        if torch is not None:
+            for label, channels_last in (("torch eager", False), ("torch eager channels_last", True)):
+                run = torch_step(torch, net, images, labels, channels_last=channels_last)
+                if run is None:
+                    print(f"timm is not installed: the {label} row of {net} is skipped.")
+                    continue
+                rows[label] = median_seconds(run, args.steps)
+        print(f"\n{net} ({name}), batch {batch} at {size}x{size}, training step:")
+        print_throughput(rows, batch, "torch eager")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""The model registry: every named network of the library, built by name, and its size and cost.
+
+``create_model(name, **overrides)`` returns an (uninitialised) Flax Linen module; names follow timm wherever
+timm has the same network (``resnet50``, ``resnext50_32x4d``; ``legacy_*``-style names for the Caffe layout,
+whose plain ResNets timm does not have), and say what they are for the CIFAR networks (``cifar_resnet20``,
+``cifar_preact_resnet164``). ``list_models()`` lists them. Every model maps float NHWC images to float32
+logits: ``model.apply(variables, images, train=False)``; ``train=True`` with ``mutable=["batch_stats"]``
+trains (returns ``(logits, {"batch_stats": ...})``).
+
+Adding a family (SE-ResNets, Residual Attention Networks) means registering a builder here with
+:func:`register`; nothing else in the training core changes.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from visattn_jax.resnet import ResNet
+
+__all__ = ["create_model", "list_models", "multiply_adds", "num_params", "register", "input_size"]
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+_INPUT_SIZE: dict[str, int] = {}
+
+
+def register(name: str, builder: Callable[..., nn.Module], *, input_size: int) -> None:
+    """Registers ``builder(**overrides) -> nn.Module`` as ``name``; ``input_size`` is its native image size."""
+    if name in _REGISTRY:
+        raise ValueError(f"A model named {name!r} is already registered.")
+    _REGISTRY[name] = builder
+    _INPUT_SIZE[name] = input_size
+
+
+def list_models(pattern: str = "") -> list[str]:
+    """The registered model names (sorted) that contain ``pattern``."""
+    return sorted(name for name in _REGISTRY if pattern in name)
+
+
+def _lookup(name: str) -> Callable[..., nn.Module]:
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, _REGISTRY, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"Unknown model {name!r}.{hint} visattn_jax.models.list_models() lists all {len(_REGISTRY)}.")
+    return _REGISTRY[name]
+
+
+def create_model(name: str, **overrides: Any) -> nn.Module:
+    """The network registered as ``name``, with field overrides (``num_classes=10``, ``dtype=jnp.bfloat16``,
+    ``attention=...``).
+
+    Raises:
+      ValueError: unknown name (with the closest names) or an override that is not a field of the model.
+    """
+    builder = _lookup(name)
+    try:
+        return builder(**overrides)
+    except TypeError as error:
+        raise ValueError(f"Bad override for model {name!r}: {error}") from None
+
+
+def input_size(name: str) -> int:
+    """The image size the network ``name`` was designed for (224 for ImageNet networks, 32 for CIFAR)."""
+    _lookup(name)
+    return _INPUT_SIZE[name]
+
+
+def num_params(variables: Any) -> int:
+    """Number of trainable parameters (the ``params`` collection) in ``variables`` (arrays or shape structs)."""
+    params = variables.get("params", variables) if isinstance(variables, dict) else variables
+    return int(sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(params)))
+
+
+def _jaxpr_macs(jaxpr) -> int:
+    """Multiply-adds of the convolutions and matrix products in a jaxpr (recursing into sub-jaxprs)."""
+    total = 0
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        if name == "conv_general_dilated":
+            rhs = eqn.invars[1].aval.shape
+            spec = eqn.params["dimension_numbers"].rhs_spec  # (out feature, in feature, *spatial) dims of the kernel
+            kernel = math.prod(rhs[d] for d in spec[1:])  # in features per group x window
+            total += math.prod(eqn.outvars[0].aval.shape) * kernel
+        elif name == "dot_general":
+            (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+            lhs = eqn.invars[0].aval.shape
+            total += math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[d] for d in lhs_contract)
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    total += _jaxpr_macs(inner)
+    return total
+
+
+def multiply_adds(model: nn.Module, input_shape: Sequence[int], variables: Any = None) -> dict[str, float]:
+    """Multiply-adds of one forward pass (evaluation mode) of ``model`` on a batch of ``input_shape``.
+
+    Returns ``{"macs": ..., "xla_macs": ...}``: ``macs`` counts every multiply-add of the convolutions and
+    dense layers, padding taps included (the convention of the papers and of fvcore / ptflops);
+    ``xla_macs`` is half of XLA's cost-analysis FLOP count, which skips taps that fall into the padding and
+    adds the elementwise work (BN, ReLU, pooling): both are given so neither is mistaken for the other.
+    """
+    x = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
+    if variables is None:
+        variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(x.shape, x.dtype)))
+
+    def forward(variables, images):
+        return model.apply(variables, images, train=False)
+
+    jaxpr = jax.make_jaxpr(forward)(variables, x)
+    cost = jax.jit(forward).lower(variables, x).cost_analysis() or {}
+    return {"macs": float(_jaxpr_macs(jaxpr.jaxpr)), "xla_macs": float(cost.get("flops", np.nan)) / 2}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# ResNets (visattn_jax.resnet). Depth -> (block, units per stage).
+_IMAGENET_DEPTHS = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
+
+
+def _imagenet_resnet(depth: int, layout: str, **fixed: Any) -> Callable[..., nn.Module]:
+    block, stages = _IMAGENET_DEPTHS[depth]
+    return functools.partial(ResNet, stage_sizes=stages, block=block, layout=layout, **fixed)
+
+
+def _cifar_resnet(depth: int, **overrides: Any) -> nn.Module:
+    """He et al. 2015 CIFAR ResNets: 6n+2 layers of basic blocks, 16/32/64 channels, option-A shortcuts."""
+    n = (depth - 2) // 6
+    return ResNet(
+        stage_sizes=(n, n, n),
+        block="basic",
+        layout="cifar",
+        shortcut="A",
+        num_classes=overrides.pop("num_classes", 10),
+        **overrides,
+    )
+
+
+def _cifar_preact_resnet(depth: int, **overrides: Any) -> nn.Module:
+    """He et al. 2016 pre-activation bottleneck ResNets for CIFAR: 9n+2 layers, 64/128/256 output channels."""
+    n = (depth - 2) // 9
+    return ResNet(
+        stage_sizes=(n, n, n),
+        block="preact_bottleneck",
+        layout="preact",
+        num_classes=overrides.pop("num_classes", 10),
+        **overrides,
+    )
+
+
+for _depth in _IMAGENET_DEPTHS:
+    register(f"resnet{_depth}", _imagenet_resnet(_depth, "torchvision"), input_size=224)
+    register(f"legacy_resnet{_depth}", _imagenet_resnet(_depth, "caffe"), input_size=224)
+for _depth in (50, 101):
+    register(f"resnext{_depth}_32x4d", _imagenet_resnet(_depth, "torchvision", groups=32, base_width=4), input_size=224)
+    register(
+        f"legacy_resnext{_depth}_32x4d", _imagenet_resnet(_depth, "caffe", groups=32, base_width=4), input_size=224
+    )
+for _depth in (20, 32, 44, 56, 110):
+    register(f"cifar_resnet{_depth}", functools.partial(_cifar_resnet, _depth), input_size=32)
+for _depth in (164, 1001):
+    register(f"cifar_preact_resnet{_depth}", functools.partial(_cifar_preact_resnet, _depth), input_size=32)
