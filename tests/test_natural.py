@@ -294,9 +294,10 @@ def test_task_rejects_bad_arrays():
 def test_every_cifar_config_builds(cell):
     config = cifar.get_config(cell)
     steps = train.resolve_epochs(config, 50_000 // config.batch_size)
-    assert steps.num_steps == (64_000 if config.num_epochs == 164 else 7800) - (64_000 - 390 * 164) * (
-        config.num_epochs == 164
-    )
+    # 390 steps per epoch: the paper schedule is 63,960 steps (He et al.'s 64k), the CPU budget 7,800.
+    assert steps.num_steps == {"paper": 63_960, "cpu": 7_800}[cell.split(",")[1]]
+    assert list(steps.decay_boundaries) == ([31_980, 47_970] if "paper" in cell else [3_900, 5_850])
+    assert config.model.startswith("cifar_se_") == cell.startswith("se_")
 
 
 def test_cifar_config_errors():

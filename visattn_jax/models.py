@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from visattn_jax.resnet import ResNet
+from visattn_jax.se import se_attention
 
 __all__ = ["create_model", "list_models", "multiply_adds", "num_params", "register", "input_size"]
 
@@ -174,3 +175,69 @@ for _depth in (20, 32, 44, 56, 110):
     register(f"cifar_resnet{_depth}", functools.partial(_cifar_resnet, _depth), input_size=32)
 for _depth in (164, 1001):
     register(f"cifar_preact_resnet{_depth}", functools.partial(_cifar_preact_resnet, _depth), input_size=32)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# SE networks (visattn_jax.se): the same ResNets with SE on every residual branch. timm's SE-ResNets round
+# the reduction to multiples of 8 and name the block "se"; the Caffe models (timm legacy_*) use C // 16 and
+# "se_module".
+_TIMM_SE = dict(attention=se_attention(reduction=16, rounding="divisible8"), attention_name="se")
+_CAFFE_SE = dict(attention=se_attention(reduction=16, rounding="floor"), attention_name="se_module")
+
+
+def _with_defaults(builder: Callable[..., nn.Module], **defaults: Any) -> Callable[..., nn.Module]:
+    """``builder`` with overridable defaults (``create_model(name, attention=...)`` replaces the SE factory)."""
+
+    def build(**overrides: Any) -> nn.Module:
+        return builder(**{**defaults, **overrides})
+
+    return build
+
+
+for _depth in _IMAGENET_DEPTHS:
+    register(f"seresnet{_depth}", _with_defaults(_imagenet_resnet(_depth, "torchvision"), **_TIMM_SE), input_size=224)
+    _quirk = {"basic_relu_before_attention": True} if _depth < 50 else {}  # see ResNet's docstring
+    register(
+        f"legacy_seresnet{_depth}",
+        _with_defaults(_imagenet_resnet(_depth, "caffe"), **_CAFFE_SE, **_quirk),
+        input_size=224,
+    )
+for _depth in (50, 101):
+    _resnext = dict(groups=32, base_width=4)
+    register(
+        f"seresnext{_depth}_32x4d",
+        _with_defaults(_imagenet_resnet(_depth, "torchvision", **_resnext), **_TIMM_SE),
+        input_size=224,
+    )
+    register(
+        f"legacy_seresnext{_depth}_32x4d",
+        _with_defaults(_imagenet_resnet(_depth, "caffe", **_resnext), **_CAFFE_SE),
+        input_size=224,
+    )
+# SENet-154: 3-8-36-3 bottlenecks with 64 groups of 4 on the 3x3 (the first 1x1 at twice the planes), the
+# three-conv stem, 3x3 projection shortcuts in stages 2-4, dropout 0.2 before the classifier.
+register(
+    "legacy_senet154",
+    _with_defaults(
+        _imagenet_resnet(152, "caffe"),
+        groups=64,
+        base_width=4,
+        width_1x1_factor=2.0,
+        deep_stem=True,
+        downsample_kernel=3,
+        dropout=0.2,
+        **_CAFFE_SE,
+    ),
+    input_size=224,
+)
+_CIFAR_SE = dict(attention=se_attention(reduction=16, rounding="floor"), attention_name="se")
+for _depth in (20, 32, 44, 56, 110):
+    register(
+        f"cifar_se_resnet{_depth}", _with_defaults(functools.partial(_cifar_resnet, _depth), **_CIFAR_SE), input_size=32
+    )
+for _depth in (164, 1001):
+    register(
+        f"cifar_se_preact_resnet{_depth}",
+        _with_defaults(functools.partial(_cifar_preact_resnet, _depth), **_CIFAR_SE),
+        input_size=32,
+    )

@@ -87,10 +87,12 @@ class _Unit(nn.Module):
     strides: int = 1
     groups: int = 1
     width: int = 0  # inner width of a bottleneck (0: features // expansion)
+    width_1x1: int = 0  # width of a bottleneck's first 1x1 conv if it differs (SENet-154); 0: ``width``
     stride_in_1x1: bool = False  # the Caffe layout strides on the first 1x1 conv of a bottleneck
     shortcut: Literal["B", "A"] = "B"  # B: 1x1 projection + BN where shapes change; A: subsample + zero-pad
     downsample_kernel: int = 1  # SENet-154 uses a 3x3 projection
     zero_init_last: bool = False  # start the unit as the identity (zero gamma of the last BN)
+    relu_before_attention: bool = False  # basic blocks of Cadene's / timm's legacy SE-ResNet-18/34
     attention: ModuleDef | None = None
     attention_position: str = "residual"
     attention_name: str = "attention"
@@ -144,6 +146,8 @@ class BasicBlock(_Unit):
         y = _apply_attention(self, "after_3x3", y)
         y = self._conv(self.features, 3, name="conv2")(y)
         y = self._bn(train, "bn2", zero=self.zero_init_last)(y)
+        if self.relu_before_attention:
+            y = nn.relu(y)
         y = _apply_attention(self, "residual", y)
         return _apply_attention(self, "post", nn.relu(y + identity))
 
@@ -161,7 +165,7 @@ class Bottleneck(_Unit):
         s1, s3 = (self.strides, 1) if self.stride_in_1x1 else (1, self.strides)
         x = _apply_attention(self, "pre", x)
         identity = _apply_attention(self, "identity", self._shortcut(x, train))
-        y = self._conv(width, 1, s1, name="conv1")(x)
+        y = self._conv(self.width_1x1 or width, 1, s1, name="conv1")(x)
         y = nn.relu(self._bn(train, "bn1")(y))
         y = self._conv(width, 3, s3, groups=self.groups, name="conv2")(y)
         y = nn.relu(self._bn(train, "bn2")(y))
@@ -266,8 +270,13 @@ class ResNet(nn.Module):
       shortcut: ``"B"`` (projection where shapes change) or ``"A"`` (the CIFAR paper's zero-padding identity).
       stem_features: channels of the CIFAR stem (16).
       deep_stem: SENet-154's stem of three 3x3 convs (Caffe layout only).
+      width_1x1_factor: if set, a bottleneck's first 1x1 conv has ``planes * width_1x1_factor`` channels
+        instead of the 3x3's width (SENet-154: 2, with 64 groups of 4 on the 3x3).
       downsample_kernel: 1, or 3 for SENet-154's 3x3 projection shortcuts (Caffe layout, stages 2-4).
       zero_init_last: zero-initialise each unit's last BN scale (timm's default; Goyal et al.).
+      basic_relu_before_attention: basic blocks apply a ReLU after their second BN, before the attention
+        module and the addition: a quirk of Cadene's SE-ResNet-18/34 (timm ``legacy_seresnet18/34``), kept
+        only to load their weights; there is no Caffe release of these two.
       in_channels: channels of the input images (3).
       dropout: dropout rate before the classifier (SENet-154: 0.2); needs an ``rngs={"dropout": key}`` in
         training.
@@ -289,9 +298,11 @@ class ResNet(nn.Module):
     shortcut: Literal["A", "B"] = "B"
     stem_features: int = 16
     deep_stem: bool = False
+    width_1x1_factor: float = 0.0
     downsample_kernel: int = 1
     zero_init_last: bool = False
     dropout: float = 0.0
+    basic_relu_before_attention: bool = False
     in_channels: int = 3
     attention: ModuleDef | None = None
     attention_position: str = "residual"
@@ -395,10 +406,12 @@ class ResNet(nn.Module):
                     strides=strides,
                     groups=self.groups,
                     width=width,
+                    width_1x1=int(planes * self.width_1x1_factor),
                     stride_in_1x1=self.layout == "caffe" and self.groups == 1,
                     shortcut=self.shortcut,
                     downsample_kernel=self.downsample_kernel if i > 0 else 1,
                     zero_init_last=self.zero_init_last,
+                    relu_before_attention=self.basic_relu_before_attention and self.block == "basic",
                     attention=self.attention if with_attention else None,
                     attention_position=self.attention_position,
                     attention_name=self.attention_name,
