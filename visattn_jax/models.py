@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from visattn_jax.residual_attention import CIFAR_ATTENTION, ResidualAttentionNet
 from visattn_jax.resnet import ResNet
 from visattn_jax.se import se_attention
 
@@ -84,6 +85,8 @@ def _jaxpr_macs(jaxpr) -> int:
     """Multiply-adds of the convolutions and matrix products in a jaxpr (recursing into sub-jaxprs)."""
     total = 0
     for eqn in jaxpr.eqns:
+        if "resample" in str(eqn.source_info.name_stack):
+            continue  # resampling (Caffe's Interp) is not a layer's multiply-adds
         name = eqn.primitive.name
         if name == "conv_general_dilated":
             rhs = eqn.invars[1].aval.shape
@@ -106,7 +109,8 @@ def multiply_adds(model: nn.Module, input_shape: Sequence[int], variables: Any =
     """Multiply-adds of one forward pass (evaluation mode) of ``model`` on a batch of ``input_shape``.
 
     Returns ``{"macs": ..., "xla_macs": ...}``: ``macs`` counts every multiply-add of the convolutions and
-    dense layers, padding taps included (the convention of the papers and of fvcore / ptflops);
+    dense layers, padding taps included (the convention of the papers and of fvcore / ptflops), and leaves
+    out resampling inside a ``jax.named_scope("resample")`` (bilinear upsampling, like Caffe's Interp layers);
     ``xla_macs`` is half of XLA's cost-analysis FLOP count, which skips taps that fall into the padding and
     adds the elementwise work (BN, ReLU, pooling): both are given so neither is mistaken for the other.
     """
@@ -241,3 +245,21 @@ for _depth in (164, 1001):
         _with_defaults(functools.partial(_cifar_preact_resnet, _depth), **_CIFAR_SE),
         input_size=32,
     )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Residual Attention Networks (visattn_jax.residual_attention). ImageNet: the Caffe prototxts' Attention-56 and
+# -92 (31.81M / 6.27 G and 52.47M / 10.53 G multiply-adds); CIFAR: Attention-(36m + 20), see CIFAR_ATTENTION.
+register("attention56", _with_defaults(ResidualAttentionNet, modules_per_stage=(1, 1, 1)), input_size=224)
+register("attention92", _with_defaults(ResidualAttentionNet, modules_per_stage=(1, 2, 3)), input_size=224)
+for _m, _depth in ((1, 56), (2, 92), (3, 128), (4, 164), (6, 236)):
+    register(
+        f"cifar_attention{_depth}",
+        _with_defaults(ResidualAttentionNet, modules_per_stage=(_m, _m, _m), **CIFAR_ATTENTION),
+        input_size=32,
+    )
+register(
+    "cifar_attention452",
+    _with_defaults(ResidualAttentionNet, modules_per_stage=(6, 6, 6), p=2, t=4, r=3, bottom_units=3, **CIFAR_ATTENTION),
+    input_size=32,
+)
