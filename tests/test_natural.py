@@ -307,9 +307,15 @@ def test_cifar_config_errors():
         cifar.get_config("resnet20,gpu")
 
 
-@pytest.mark.parametrize("cell", ["resnet20,cpu", "preact_resnet164,paper,cifar100"])
-def test_cifar_config_trains_one_step_on_mock_data(cell, tmp_path):
-    config = cifar.get_config(cell)
+@pytest.mark.parametrize(
+    "configs,cell",
+    [(cifar, "resnet20,cpu"), (cifar, "se_resnet20,paper,cifar100"), ("ran", "attention56,noise30,cpu")],
+    ids=["resnet20", "se_resnet20_cifar100", "attention56_noise30"],
+)
+def test_cifar_config_trains_one_step_on_mock_data(configs, cell, tmp_path):
+    if configs == "ran":
+        from experiments.configs import residual_attention as configs
+    config = configs.get_config(cell)
     config.num_epochs, config.decay_epochs, config.warmup_epochs = 0.0, (), 0.0
     config.num_steps, config.batch_size, config.log_every, config.eval_every = 1, 8, 1, 0
     config.checkpoint_every, config.progress, config.test_limit = 0, False, 16
@@ -380,3 +386,35 @@ def test_task_needs_one_data_source(tmp_path):
 def test_optax_incremental_update_matches_ema_definition():
     # The loop's EMA is optax.incremental_update(new, ema, 1 - decay) = decay * ema + (1 - decay) * new.
     np.testing.assert_allclose(optax.incremental_update(jnp.ones(()), jnp.zeros(()), 0.25), 0.25)
+
+
+def test_label_noise_follows_the_papers_definition():
+    labels = np.repeat(np.arange(10), 2000)
+    noisy = cifar_data.corrupt_labels(labels, 0.3, 10, seed=0)
+    changed = noisy != labels
+    assert abs(changed.mean() - 0.3) < 0.015
+    # A changed label goes to each of the 9 other classes about equally often.
+    counts = np.bincount((noisy[changed] - labels[changed]) % 10, minlength=10)
+    assert counts[0] == 0 and counts[1:].min() > 0.8 * counts[1:].mean()
+    np.testing.assert_array_equal(noisy, cifar_data.corrupt_labels(labels, 0.3, 10, seed=0))
+    np.testing.assert_array_equal(cifar_data.corrupt_labels(labels, 0.0, 10, seed=0), labels)
+    with pytest.raises(ValueError, match="noise must be a fraction"):
+        cifar_data.corrupt_labels(labels, 30, 10, seed=0)
+
+
+def test_residual_attention_configs():
+    from experiments.configs import residual_attention as ran
+
+    for model in ran.MODELS:
+        for variant in ran.VARIANTS:
+            if model == "preact_resnet164" and not (variant == "arl" or variant.startswith("noise")):
+                with pytest.raises(ValueError, match="has none"):
+                    ran.get_config(f"{model},{variant}")
+                continue
+            config = ran.get_config(f"{model},{variant}")
+            resolved = train.resolve_epochs(config, 50_000 // 64)
+            assert resolved.num_steps == 160_000 and list(resolved.decay_boundaries) == [64_000, 96_000]
+    assert ran.get_config("attention92,noise30").label_noise == pytest.approx(0.3)
+    assert ran.get_config("attention56,nal").model_overrides.residual == "nal"
+    with pytest.raises(ValueError, match="VARIANT must be one of"):
+        ran.get_config("attention56,mixed")

@@ -31,6 +31,7 @@ from visattn_jax.data.mnist import DataUnavailableError, default_data_dir, load_
 
 __all__ = [
     "CIFAR10_MEAN",
+    "corrupt_labels",
     "CIFAR10_SHA256",
     "CIFAR10_STD",
     "epoch_indices",
@@ -171,3 +172,22 @@ def normalize(images: jax.Array, mean=CIFAR10_MEAN, std=CIFAR10_STD, dtype=jnp.f
     mean = jnp.asarray(mean, jnp.float32)
     std = jnp.asarray(std, jnp.float32)
     return ((x - mean.reshape((1,) * (x.ndim - 1) + (-1,))) / std.reshape((1,) * (x.ndim - 1) + (-1,))).astype(dtype)
+
+
+def corrupt_labels(labels: np.ndarray, noise: float, num_classes: int, *, seed: int) -> np.ndarray:
+    """Label noise as the Residual Attention paper defines it (section 4.1): each label is kept with
+    probability ``1 - noise`` and otherwise replaced by one of the *other* ``num_classes - 1`` classes, uniformly
+    (the confusion matrix has ``1 - noise`` on its diagonal and ``noise / (num_classes - 1)`` elsewhere).
+
+    Deterministic for a ``seed`` (drawn once, on the host; the noisy labels stay fixed for the whole run).
+    Returns int32 ``[N]``.
+    """
+    if not 0.0 <= noise <= 1.0:
+        raise ValueError(f"noise must be a fraction in [0, 1], got {noise}.")
+    labels = np.asarray(labels, np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes}), got [{labels.min()}, {labels.max()}].")
+    rng = np.random.default_rng(seed)
+    flip = rng.random(labels.shape) < noise
+    shift = rng.integers(1, num_classes, labels.shape)  # 1 .. K-1: never the true class
+    return np.where(flip, (labels + shift) % num_classes, labels).astype(np.int32)

@@ -145,6 +145,10 @@ def _image_experiment(config, workdir: Path) -> dict[str, Any]:
         test_x = None
     else:
         train_x, train_y, test_x, test_y = load_natural_images(config)
+        if config.get("label_noise", 0.0):
+            from visattn_jax.data.cifar import corrupt_labels
+
+            train_y = corrupt_labels(train_y, config.label_noise, config.num_classes, seed=config.seed)
         task = image_classification_task(
             model,
             train_images=train_x,
