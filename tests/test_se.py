@@ -181,3 +181,37 @@ def test_timm_logits_after_import_torch(name):
     logits = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x))
     assert 0.05 < np.abs(expected).max() < 100
     np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_evaluate_command_pieces(tmp_path):
+    """experiments.evaluate_imagenet: state dict files load, and evaluation counts top-1 / top-5 correctly."""
+    import flax
+
+    from experiments import evaluate_imagenet
+
+    model = models.create_model("cifar_se_resnet20")
+    template = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3))))
+    rng = np.random.default_rng(0)
+    state_dict = {
+        weights.torch_name(path): rng.normal(size=weights._torch_shape(leaf.shape)).astype(np.float32)
+        for path, leaf in flax.traverse_util.flatten_dict(template).items()
+    }
+    state_dict = {k: (np.abs(v) + 0.5 if k.endswith("running_var") else v) for k, v in state_dict.items()}
+    np.savez(tmp_path / "w.npz", **state_dict)
+    loaded = evaluate_imagenet.load_state_dict(tmp_path / "w.npz")
+    variables = weights.from_torch_state_dict("cifar_se_resnet20", loaded)
+    images = rng.normal(size=(12, 32, 32, 3)).astype(np.float32)
+    logits = np.asarray(model.apply(variables, images))
+    ranks = np.argsort(-logits, axis=-1)
+    # The true label's rank per image: 3 are top-1, 5 are in the top 5 (ranks 0-4), 7 are not.
+    labels = np.array([ranks[i, r] for i, r in enumerate([0, 0, 0, 2, 4, 5, 5, 7, 7, 9, 9, 9])])
+    batches = [{"image": images[:8], "label": labels[:8]}, {"image": images[8:], "label": labels[8:]}]
+    result = evaluate_imagenet.evaluate("cifar_se_resnet20", variables, batches)
+    assert result["count"] == 12
+    assert result["top1_error"] == pytest.approx(100 * 9 / 12)
+    assert result["top5_error"] == pytest.approx(100 * 7 / 12)
+    with pytest.raises(FileNotFoundError, match="No weights file"):
+        evaluate_imagenet.load_state_dict(tmp_path / "missing.npz")
+    (tmp_path / "w.onnx").write_bytes(b"")
+    with pytest.raises(ValueError, match="Unknown weights format '.onnx'"):
+        evaluate_imagenet.load_state_dict(tmp_path / "w.onnx")
