@@ -2,17 +2,20 @@
 
 Command (the numbers in the README came from it; run it on a quiet machine, see ../shared/PERF.md):
 
-    .venv/bin/python -m experiments.benchmarks.resnet_train [--steps 10] [--threads 2] [--only resnet20]
+    .venv/bin/python -m experiments.benchmarks.resnet_train [--steps 10] [--threads 2] [--only resnet20,resnet50]
 
-Rows, per network (CIFAR ResNet-20 at batch 128 on 32x32; ResNet-50 at batch 16 on 224x224):
+Networks: CIFAR ResNet-20 and SE-ResNet-20 at batch 128 on 32x32; ResNet-50 and SE-ResNet-50 (timm's
+``seresnet50`` layout) at batch 16 on 224x224. Rows, per network:
   visattn (XLA default)       our training step (forward, backward, SGD momentum + weight decay, BatchNorm
                               statistics update) compiled with XLA's default CPU options
   visattn (XLA fast conv)     the same step compiled with ``xla_cpu_fast_conv`` (YNN fusions), the option the
                               CIFAR and ImageNet configs turn on (only ever applied on CPU)
-  torch eager                 the same network in PyTorch (ResNet-20: written below, option-A shortcuts;
-                              ResNet-50: timm ``resnet50``, or a skipped row without timm), eager, NCHW
+  torch eager                 the same network in PyTorch (the CIFAR networks: written below, option-A
+                              shortcuts, SE as in visattn_jax.se; ResNet-50 / SE-ResNet-50: timm's
+                              ``resnet50`` / ``seresnet50``, or skipped rows without timm), eager, NCHW
   torch eager channels_last   the same with ``memory_format=torch.channels_last``
-The ratio column is images/s over the "torch eager" row of the same network, measured in the same run.
+The ratio column is images/s over the "torch eager" row of the same network, measured in the same run. At
+the end, SE's cost: each framework's SE step time over its plain step time (the SENet paper: +10% on GPU).
 """
 
 from __future__ import annotations
@@ -28,7 +31,12 @@ from experiments.benchmarks.common import import_torch, median_seconds, print_th
 from visattn_jax.models import create_model
 from visattn_jax.train.loop import _CPU_CONV_OPTIONS
 
-SETTINGS = {"resnet20": ("cifar_resnet20", 128, 32, 10), "resnet50": ("resnet50", 16, 224, 1000)}
+SETTINGS = {
+    "resnet20": ("cifar_resnet20", 128, 32, 10),
+    "se_resnet20": ("cifar_se_resnet20", 128, 32, 10),
+    "resnet50": ("resnet50", 16, 224, 1000),
+    "seresnet50": ("seresnet50", 16, 224, 1000),
+}
 
 
 def jax_step(name: str, images: np.ndarray, labels: np.ndarray, *, fast_conv: bool):
@@ -59,9 +67,18 @@ def jax_step(name: str, images: np.ndarray, labels: np.ndarray, *, fast_conv: bo
     return run
 
 
-def torch_cifar_resnet20(torch):
+def torch_cifar_resnet20(torch, se: bool = False):
     from torch import nn
     from torch.nn import functional as F
+
+    class SE(nn.Module):
+        def __init__(self, channels):
+            super().__init__()
+            self.fc1 = nn.Conv2d(channels, channels // 16, 1)
+            self.fc2 = nn.Conv2d(channels // 16, channels, 1)
+
+        def forward(self, x):
+            return x * torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean((2, 3), keepdim=True)))))
 
     class Block(nn.Module):
         def __init__(self, cin, cout, stride):
@@ -70,11 +87,12 @@ def torch_cifar_resnet20(torch):
             self.bn1 = nn.BatchNorm2d(cout)
             self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
             self.bn2 = nn.BatchNorm2d(cout)
+            self.se = SE(cout) if se else nn.Identity()
             self.stride, self.extra = stride, cout - cin
 
         def forward(self, x):
             y = F.relu(self.bn1(self.conv1(x)))
-            y = self.bn2(self.conv2(y))
+            y = self.se(self.bn2(self.conv2(y)))
             shortcut = x
             if self.stride != 1 or self.extra:  # option A: subsample and zero-pad the channels
                 shortcut = F.pad(
@@ -103,14 +121,14 @@ def torch_cifar_resnet20(torch):
 
 
 def torch_step(torch, net: str, images: np.ndarray, labels: np.ndarray, *, channels_last: bool):
-    if net == "resnet20":
-        model = torch_cifar_resnet20(torch)
+    if net in ("resnet20", "se_resnet20"):
+        model = torch_cifar_resnet20(torch, se=net.startswith("se_"))
     else:
         try:
             import timm
         except ImportError:
             return None
-        model = timm.create_model("resnet50", pretrained=False)
+        model = timm.create_model(net, pretrained=False)
     model.train()
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
@@ -131,12 +149,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per row (median)")
     parser.add_argument("--threads", type=int, default=2, help="PyTorch intra-op threads")
-    parser.add_argument("--only", choices=sorted(SETTINGS), default=None)
+    parser.add_argument("--only", default="", help=f"comma-separated subset of {sorted(SETTINGS)}")
     args = parser.parse_args()
+    only = [n for n in args.only.split(",") if n]
+    unknown = sorted(set(only) - set(SETTINGS))
+    if unknown:
+        parser.error(f"unknown network(s) {unknown}; choose from {sorted(SETTINGS)}")
     torch = import_torch(args.threads)
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; torch {torch.__version__ if torch else '-'}")
+    results = {}
     for net, (name, batch, size, classes) in SETTINGS.items():
-        if args.only and net != args.only:
+        if only and net not in only:
             continue
         rng = np.random.default_rng(0)
         images = rng.normal(size=(batch, size, size, 3)).astype(np.float32)
@@ -153,6 +176,13 @@ def main() -> None:
                 rows[label] = median_seconds(run, args.steps)
         print(f"\n{net} ({name}), batch {batch} at {size}x{size}, training step:")
         print_throughput(rows, batch, "torch eager")
+        results[net] = rows
+    for plain, se in (("resnet20", "se_resnet20"), ("resnet50", "seresnet50")):
+        if plain in results and se in results:
+            print(f"\nSE's cost, {se} step time over {plain}'s:")
+            for row in results[se]:
+                if row in results[plain]:
+                    print(f"  {row:<30}{results[se][row] / results[plain][row]:>6.3f}x")
 
 
 if __name__ == "__main__":
