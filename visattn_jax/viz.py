@@ -6,7 +6,15 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["grid_to_pixels", "plot_glimpses", "plot_misclassified", "plot_training_curve", "plot_transformer"]
+__all__ = [
+    "grid_to_pixels",
+    "plot_attention_masks",
+    "plot_excitations",
+    "plot_glimpses",
+    "plot_misclassified",
+    "plot_training_curve",
+    "plot_transformer",
+]
 
 
 def grid_to_pixels(grid: np.ndarray, height: int, width: int, *, align_corners: bool = False) -> np.ndarray:
@@ -188,6 +196,80 @@ def plot_misclassified(
         image = images[i]
         ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None)
         ax.set_title(f"{name(int(labels[i]))}\n-> {name(int(predictions[i]))}", fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def plot_excitations(
+    excitations: dict[str, np.ndarray],
+    labels: np.ndarray,
+    path: str | Path,
+    *,
+    classes: list[int],
+    class_names: list[str] | None = None,
+) -> Path:
+    """The SENet paper's Figure 6: mean excitation per channel, one line per class, one panel per SE block.
+
+    Args:
+      excitations: block name -> ``[N, C]`` excitation vectors (the sown ``intermediates/excitation`` of
+        :class:`visattn_jax.se.SqueezeExcite`) for ``N`` images.
+      labels: int ``[N]`` classes of those images.
+      classes: the classes to draw (each averaged over its images); a dashed line is the mean over all.
+    """
+    from matplotlib.figure import Figure
+
+    labels = np.asarray(labels)
+    fig = Figure(figsize=(4.0 * len(excitations), 2.8))
+    axes = np.atleast_1d(fig.subplots(1, len(excitations)))
+    for ax, (name, values) in zip(axes, excitations.items(), strict=True):
+        values = np.asarray(values, np.float64)
+        for c in classes:
+            if np.any(labels == c):
+                ax.plot(values[labels == c].mean(0), linewidth=0.8, label=class_names[c] if class_names else str(c))
+        ax.plot(values.mean(0), "k--", linewidth=0.8, label="all")
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel("channel index", fontsize=8)
+        ax.set_ylim(0, 1)
+    axes[0].set_ylabel("mean excitation", fontsize=8)
+    axes[-1].legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def plot_attention_masks(images: np.ndarray, masks: dict[str, np.ndarray], path: str | Path) -> Path:
+    """Residual Attention soft masks over their images: each stage's mask averaged over channels, upsampled to
+    the image and overlaid (the paper's Figure 1 idea: which regions each stage enhances).
+
+    Args:
+      images: ``[n, H, W, 3]`` (uint8 or floats in [0, 1]) or ``[n, H, W, 1]``.
+      masks: stage name -> ``[n, h, w, C]`` masks (the sown ``intermediates/mask`` of
+        :class:`visattn_jax.residual_attention.AttentionModule`).
+    """
+    from matplotlib.figure import Figure
+
+    images = np.asarray(images)
+    images = images / 255.0 if images.dtype == np.uint8 else np.clip(images, 0, 1)
+    n = len(images)
+    fig = Figure(figsize=(1.6 * n, 1.6 * (1 + len(masks))))
+    axes = np.atleast_2d(fig.subplots(1 + len(masks), n, squeeze=False))
+    for i in range(n):
+        image = images[i] if images.shape[-1] == 3 else images[i, ..., 0]
+        axes[0, i].imshow(image, cmap=None if images.shape[-1] == 3 else "gray")
+        for row, (name, mask) in enumerate(masks.items(), start=1):
+            mean = np.asarray(mask[i], np.float64).mean(-1)
+            ax = axes[row, i]
+            ax.imshow(image, cmap=None if images.shape[-1] == 3 else "gray")
+            height, width = images.shape[1:3]
+            ax.imshow(mean, cmap="inferno", alpha=0.55, extent=(-0.5, width - 0.5, height - 0.5, -0.5))
+            if i == 0:
+                ax.set_ylabel(name, fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)

@@ -1,0 +1,50 @@
+"""Figures for the natural-image experiments, drawn from real (small, untrained) networks' sown values."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+
+from visattn_jax import models, viz
+from visattn_jax.residual_attention import AttentionModule
+
+
+def _is_png(path):
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 2000
+
+
+def test_excitation_figure_from_an_se_network(tmp_path):
+    model = models.create_model("cifar_se_resnet20")
+    x = jax.random.normal(jax.random.PRNGKey(0), (6, 32, 32, 3))
+    variables = model.init(jax.random.PRNGKey(1), x)
+    _, state = model.apply(variables, x, mutable=["intermediates"])
+    blocks = {
+        name: state["intermediates"][name]["se"]["excitation"][0] for name in ("layer1_0", "layer2_2", "layer3_2")
+    }
+    path = viz.plot_excitations(blocks, np.array([0, 0, 1, 1, 2, 2]), tmp_path / "se.png", classes=[0, 1])
+    assert _is_png(path)
+
+
+def test_attention_mask_figure(tmp_path):
+    x = jax.random.uniform(jax.random.PRNGKey(0), (3, 16, 16, 8))
+    module = AttentionModule(8, mask_depth=2)
+    _, state = module.apply(module.init(jax.random.PRNGKey(1), x), x, mutable=["intermediates"])
+    mask = state["intermediates"]["mask"][0]
+    images = (np.random.default_rng(0).random((3, 32, 32, 3)) * 255).astype(np.uint8)
+    path = viz.plot_attention_masks(
+        images, {"stage 1": np.asarray(mask), "stage 2": np.asarray(mask[:, ::2, ::2])}, tmp_path / "m.png"
+    )
+    assert _is_png(path)
+
+
+def test_training_curve_and_misclassified(tmp_path):
+    lines = [{"step": s, "loss": 2.0 / s} for s in range(1, 20)] + [{"step": 19, "eval/error_percent": 50.0}]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(line) for line in lines))
+    assert _is_png(viz.plot_training_curve(tmp_path / "metrics.jsonl", tmp_path / "curve.png"))
+    images = np.zeros((5, 8, 8, 3), np.uint8)
+    path = viz.plot_misclassified(
+        images, np.arange(5), np.array([0, 2, 2, 0, 4]), tmp_path / "wrong.png", class_names=list("abcde")
+    )
+    assert _is_png(path)
