@@ -8,6 +8,13 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
+# triton (which timm pulls in through torchvision -> torch._dynamo) crashes the process when it is imported
+# after TensorFlow (the data tests load TensorFlow through TFDS): import it first when it is installed.
+try:
+    import triton  # noqa: E402, F401
+except ImportError:
+    pass
+
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
