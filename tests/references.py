@@ -1,4 +1,5 @@
-"""Independent NumPy references for the sampler tests (float64, written from the papers' formulas)."""
+"""Independent references: NumPy for the sampler tests (float64, written from the papers' formulas), and timm
+for the networks (imported only by the tests that need it)."""
 
 from __future__ import annotations
 
@@ -61,3 +62,34 @@ def affine_grid_reference(theta, shape, *, align_corners=False):
     xs, ys = np.meshgrid(centres(w), centres(h), indexing="xy")
     points = np.stack([xs, ys, np.ones_like(xs)], axis=-1)
     return points @ np.asarray(theta, np.float64).T
+
+
+def assert_timm_logits_match(name: str, *, size: int = 224, tolerance: float = 1e-4) -> None:
+    """Builds timm's ``name`` with random weights and random BatchNorm statistics, imports its state dict into
+    our network of the same name, and checks that both give the same logits. Skips without torch / timm."""
+    import jax
+    import pytest
+
+    from visattn_jax import models, weights
+
+    torch = pytest.importorskip("torch")
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    reference = timm.create_model(name, pretrained=False).eval()
+    with torch.no_grad():
+        for module in reference.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                # Random statistics and affine parameters; small gammas keep the residual stream (and so the
+                # logits) of order one, so an absolute tolerance of 1e-4 means something.
+                module.weight.uniform_(0.2, 0.6)
+                module.bias.normal_(0.0, 0.1)
+                module.running_mean.normal_(0.0, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+    variables = weights.from_torch_state_dict(name, {k: v.numpy() for k, v in reference.state_dict().items()})
+    x = np.random.default_rng(0).normal(size=(2, size, size, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
+    model = models.create_model(name)
+    logits = np.asarray(jax.jit(lambda v, images: model.apply(v, images, train=False))(variables, x))
+    assert 0.05 < np.abs(expected).max() < 100  # the comparison is of order-one numbers
+    np.testing.assert_allclose(logits, expected, rtol=tolerance, atol=tolerance)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import functools
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.references import assert_timm_logits_match
 from visattn_jax import models, weights
 from visattn_jax.resnet import ATTENTION_POSITIONS, ResNet
 
@@ -274,32 +273,7 @@ def test_unknown_model_for_import():
         weights.from_torch_state_dict("resnet5", {})
 
 
-def _timm_reference(name):
-    torch = pytest.importorskip("torch")
-    timm = pytest.importorskip("timm")
-    torch.manual_seed(0)
-    model = timm.create_model(name, pretrained=False).eval()
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                # Random statistics and affine parameters; small gammas keep the residual stream (and so the
-                # logits) of order one, so an absolute tolerance of 1e-4 means something.
-                module.weight.uniform_(0.2, 0.6)
-                module.bias.normal_(0.0, 0.1)
-                module.running_mean.normal_(0.0, 0.2)
-                module.running_var.uniform_(0.5, 2.0)
-    return torch, model
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet18", "resnet50", "resnext50_32x4d"])
 def test_timm_logits_after_import_torch(name):
-    torch, reference = _timm_reference(name)
-    state_dict = {k: v.numpy() for k, v in reference.state_dict().items()}
-    variables = weights.from_torch_state_dict(name, state_dict)
-    x = np.random.default_rng(0).normal(size=(2, 224, 224, 3)).astype(np.float32)
-    with torch.no_grad():
-        expected = reference(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
-    logits = np.asarray(jax.jit(functools.partial(models.create_model(name).apply, train=False))(variables, x))
-    assert 0.05 < np.abs(expected).max() < 100  # the comparison is of order-one numbers
-    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+    assert_timm_logits_match(name)

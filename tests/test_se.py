@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.references import assert_timm_logits_match
 from visattn_jax import models, weights
 from visattn_jax.se import SqueezeExcite, reduced_channels, se_attention
 
@@ -152,35 +153,12 @@ def test_cifar_se_networks_train_step_and_excitations():
     assert _count(model, 32) == 272_095  # ResNet-20's 269,722 + 9 SE blocks (C // 16 with biases)
 
 
-def _timm(name):
-    torch = pytest.importorskip("torch")
-    timm = pytest.importorskip("timm")
-    torch.manual_seed(0)
-    model = timm.create_model(name, pretrained=False).eval()
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.weight.uniform_(0.2, 0.6)
-                module.bias.normal_(0.0, 0.1)
-                module.running_mean.normal_(0.0, 0.2)
-                module.running_var.uniform_(0.5, 2.0)
-    return torch, model
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "name", ["seresnet50", "legacy_seresnet50", "seresnext50_32x4d", "legacy_senet154", "legacy_seresnet18"]
 )
 def test_timm_logits_after_import_torch(name):
-    torch, reference = _timm(name)
-    variables = weights.from_torch_state_dict(name, {k: v.numpy() for k, v in reference.state_dict().items()})
-    x = np.random.default_rng(0).normal(size=(2, 224, 224, 3)).astype(np.float32)
-    with torch.no_grad():
-        expected = reference(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
-    model = models.create_model(name)
-    logits = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x))
-    assert 0.05 < np.abs(expected).max() < 100
-    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+    assert_timm_logits_match(name)
 
 
 def test_evaluate_command_pieces(tmp_path):
