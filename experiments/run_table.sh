@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs table cells of one experiment config, one after another, on this machine's CPU budget, and copies each
 # run's summary.json to experiments/results/<experiment>/.
-# Usage: bash experiments/run_table.sh stn|ram|cifar [CELL ...]  (a CELL is a config string such as st_cnn,affine,RTS;
-# default: the cells reported in experiments/README.md)
+# Usage: bash experiments/run_table.sh stn|ram|cifar [CELL[@SEED] ...]  (a CELL is a config string such as
+# st_cnn,affine,RTS; @SEED sets --config.seed and adds _seedSEED to the run's name; default: the cells reported in
+# experiments/README.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 experiment=${1:?usage: run_table.sh stn|ram|cifar [CELL ...]}
@@ -18,11 +19,20 @@ esac
 cells=("$@")
 [ ${#cells[@]} -gt 0 ] || cells=("${defaults[@]}")
 mkdir -p "experiments/results/$experiment"
-for cell in "${cells[@]}"; do
+for item in "${cells[@]}"; do
+  cell=${item%@*}
   name=${cell//,/_}
+  seed=()
+  if [[ $item == *@* ]]; then
+    seed=(--config.seed="${item##*@}")
+    name="${name}_seed${item##*@}"
+  fi
   start=$(date +%s)
   .venv/bin/python -m experiments.main --config="experiments/configs/$config:$cell" \
-      --workdir="runs/$experiment/$name" --config.progress=False
+      --workdir="runs/$experiment/$name" --config.progress=False "${seed[@]}"
   echo "$cell: $(( $(date +%s) - start )) s wall-clock"
   cp "runs/$experiment/$name/summary.json" "experiments/results/$experiment/$name.json"
+  for figure in "runs/$experiment/$name"/*.png; do
+    [ -e "$figure" ] && cp "$figure" "experiments/results/$experiment/${name}_$(basename "$figure")"
+  done
 done

@@ -303,8 +303,16 @@ def test_every_cifar_config_builds(cell):
 def test_cifar_config_errors():
     with pytest.raises(ValueError, match="MODEL must be one of"):
         cifar.get_config("resnet21")
-    with pytest.raises(ValueError, match="BUDGET must be one of"):
-        cifar.get_config("resnet20,gpu")
+    for bad in ("gpu", "cpu0", "cpux"):
+        with pytest.raises(ValueError, match="BUDGET must be one of"):
+            cifar.get_config(f"resnet20,{bad}")
+
+
+def test_cifar_cpu_n_budget():
+    config = cifar.get_config("se_resnet20,cpu3")
+    steps = train.resolve_epochs(config, 390)
+    assert steps.num_steps == 1170 and list(steps.decay_boundaries) == [585, 877]
+    assert cifar.get_config("resnet20,cpu20").num_epochs == cifar.get_config("resnet20,cpu").num_epochs
 
 
 @pytest.mark.parametrize(
@@ -324,6 +332,14 @@ def test_cifar_config_trains_one_step_on_mock_data(configs, cell, tmp_path):
         summary = train.train_and_evaluate(config, tmp_path)
     assert summary["final"]["count"] == 16
     assert (tmp_path / "training_curve.png").exists() and (tmp_path / "misclassified.png").exists()
+    # What the attention does: SE networks draw their excitations, attention networks their masks.
+    expected = {"resnet20": None, "se_resnet20": "excitations.png", "attention56": "attention_masks.png"}
+    expected = expected[cell.split(",")[0]]
+    if expected is None:
+        assert "attention_figure" not in summary
+    else:
+        assert summary["attention_figure"] == str(tmp_path / expected)
+        assert (tmp_path / expected).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_imagenet_configs_build():

@@ -14,6 +14,7 @@ __all__ = [
     "plot_misclassified",
     "plot_training_curve",
     "plot_transformer",
+    "sown_values",
 ]
 
 
@@ -24,6 +25,30 @@ def grid_to_pixels(grid: np.ndarray, height: int, width: int, *, align_corners: 
     if align_corners:
         return (grid + 1) / 2 * (size - 1)
     return ((grid + 1) * size - 1) / 2
+
+
+def sown_values(model, variables, images, leaf: str, *, batch_size: int = 250) -> dict[str, np.ndarray]:
+    """Every value ``model`` sows under ``intermediates/.../leaf`` for ``images``, in network order.
+
+    ``leaf`` is ``"excitation"`` (SE blocks, ``[N, C]``) or ``"mask"`` (attention modules, ``[N, H, W, C]``).
+    Runs ``model.apply(variables, x, train=False, mutable=["intermediates"])`` over batches of ``batch_size``
+    and returns ``{"layer1_0/se": [N, ...], ...}`` (the module path without the leaf) as NumPy arrays.
+    Raises ``ValueError`` when the network sows no such value.
+    """
+    import jax
+    from flax import traverse_util
+
+    apply = jax.jit(lambda v, x: model.apply(v, x, train=False, mutable=["intermediates"])[1])
+    chunks: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(images), batch_size):
+        state = apply(variables, images[start : start + batch_size])
+        flat = traverse_util.flatten_dict(state.get("intermediates", {}), sep="/")
+        for path, values in flat.items():
+            if path.endswith("/" + leaf) or path == leaf:
+                chunks.setdefault(path.removesuffix(leaf).rstrip("/") or "/", []).append(np.asarray(values[0]))
+    if not chunks:
+        raise ValueError(f"{type(model).__name__} sows no intermediates/.../{leaf}; nothing to draw.")
+    return {name: np.concatenate(parts) for name, parts in chunks.items()}
 
 
 def plot_transformer(

@@ -8,7 +8,8 @@ One config per cell, chosen by the string after the colon: ``MODEL[,BUDGET[,DATA
            /10 at epochs 82 and 123 (32k and 48k iterations), 164 epochs (64k iterations); ResNet-110 and
            -164 warm up linearly for the first epoch instead of He et al.'s 400 iterations at lr 0.01)
            | cpu (the same schedule compressed to 20 epochs, /10 at epochs 10 and 15: what fits in about an
-           hour of this project's 2 CPU cores for ResNet-20)
+           hour of this project's 2 CPU cores for ResNet-20) | cpuN (N epochs, /10 at N/2 and 3N/4: e.g. cpu3
+           for the 3-epoch seed comparisons of experiments/README.md)
   DATASET  cifar10 (default) | cifar100
 Augmentation: zero-pad 4, random 32x32 crop, horizontal flip; per-channel mean / std normalisation.
 
@@ -87,8 +88,9 @@ def get_config(arg: str = "resnet20,paper") -> ml_collections.ConfigDict:
     model, budget, dataset = (parts + ["paper", "cifar10"][len(parts) - 1 :])[:3]
     if model not in MODELS:
         raise ValueError(f"MODEL must be one of {sorted(MODELS)}, got {model!r}")
-    if budget not in BUDGETS:
-        raise ValueError(f"BUDGET must be one of {list(BUDGETS)}, got {budget!r}")
+    epochs = budget.removeprefix("cpu")
+    if budget not in BUDGETS and not (budget.startswith("cpu") and epochs.isdigit() and int(epochs) > 0):
+        raise ValueError(f"BUDGET must be one of {list(BUDGETS)} or cpuN (N epochs, e.g. cpu3), got {budget!r}")
     if dataset not in DATASETS:
         raise ValueError(f"DATASET must be one of {sorted(DATASETS)}, got {dataset!r}")
     config = image_config(f"{model}_{budget}_{dataset}", MODELS[model], dataset)
@@ -99,8 +101,8 @@ def get_config(arg: str = "resnet20,paper") -> ml_collections.ConfigDict:
         config.decay_epochs = (82.0, 123.0)
         config.eval_every = 3900  # every 10 epochs
     else:
-        config.num_epochs = 20.0
-        config.decay_epochs = (10.0, 15.0)
+        config.num_epochs = float(epochs or 20)
+        config.decay_epochs = (config.num_epochs / 2, config.num_epochs * 3 / 4)
         config.eval_every = 780  # every 2 epochs
     if model.removeprefix("se_") in ("resnet110", "preact_resnet164"):
         config.warmup_epochs = 1.0

@@ -175,7 +175,43 @@ def _image_experiment(config, workdir: Path) -> dict[str, Any]:
             test_x[:count], test_y[:count], predictions, workdir / "misclassified.png", class_names=names
         )
         summary["figure"] = str(workdir / "training_curve.png")
+        attention = _attention_figure(model, variables, test_x[:count], test_y[:count], config, workdir)
+        if attention is not None:
+            summary["attention_figure"] = str(attention)
     return summary
+
+
+def _attention_figure(model, variables, images, labels, config, workdir: Path) -> Path | None:
+    """What the trained network's attention does on test images: SE networks get the SENet paper's Fig. 6 (mean
+    excitation per channel for four classes at an early, a middle and the last SE block), Residual Attention
+    networks their soft masks of each stage over six images. None for networks without either."""
+    from visattn_jax.data.cifar import normalize
+    from visattn_jax.viz import plot_attention_masks, plot_excitations, sown_values
+
+    x = normalize(images, tuple(config.mean), tuple(config.std))
+    names = CIFAR10_CLASSES if config.dataset == "cifar10" else None
+    for leaf in ("excitation", "mask"):
+        try:
+            values = sown_values(model, variables, x[:6] if leaf == "mask" else x, leaf)
+        except ValueError:
+            continue
+        if leaf == "excitation":
+            blocks = list(values)
+            chosen = [blocks[0], blocks[len(blocks) // 2], blocks[-1]] if len(blocks) >= 3 else blocks
+            path = workdir / "excitations.png"
+            return plot_excitations(
+                {b: values[b] for b in chosen},
+                labels,
+                path,
+                classes=[0, 3, 5, 8][: config.num_classes],
+                class_names=names,
+            )
+        # The last module of each stage ("stage2_0", "stage2_1" -> "stage2_1").
+        stages: dict[str, np.ndarray] = {}
+        for name, mask in values.items():
+            stages[name.split("_")[0]] = mask
+        return plot_attention_masks(images[:6], stages, workdir / "attention_masks.png")
+    return None
 
 
 def _imagenet_task(config, model):
