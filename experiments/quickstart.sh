@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash experiments/setup.sh
 .venv/bin/python -m experiments.main --config=experiments/configs/stn_mnist.py:quickstart --workdir=runs/quickstart
-echo "Figure: runs/quickstart/stn_figure.png (inputs with the learned sampling grids, and the transformer's outputs)"
+echo "The figure shows each test input with the sampling grid the transformer learned, and its output."

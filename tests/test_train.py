@@ -242,3 +242,38 @@ def test_restore_params_returns_the_final_parameters(tmp_path):
     chex.assert_trees_all_equal(train.restore_params(tmp_path), jax.device_get(state.params))
     with pytest.raises(FileNotFoundError, match="No checkpoints"):
         train.restore_params(tmp_path / "elsewhere")
+
+
+def _logged_steps(workdir):
+    return [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_rerunning_a_finished_run_keeps_its_record(tmp_path):
+    _, first = train.fit(_toy_task(), _config(4), tmp_path, progress=False)
+    (tmp_path / "summary.json").write_text(json.dumps(first))  # as train_and_evaluate writes it
+    log = (tmp_path / "metrics.jsonl").read_text()
+    _, again = train.fit(_toy_task(), _config(4), tmp_path, progress=False)
+    assert first["train_images_per_second"] is not None
+    for key in ("final", "history", "steps", "steps_this_run", "wall_seconds_this_run", "train_images_per_second"):
+        assert again[key] == first[key], key
+    assert (tmp_path / "metrics.jsonl").read_text() == log  # no second final evaluation appended
+
+
+def test_resume_logs_each_step_once_and_keeps_the_history(tmp_path):
+    import shutil
+
+    config = _config(4, checkpoint_every=2, eval_every=1)
+    train.fit(_toy_task(), config, tmp_path, progress=False)
+    shutil.rmtree(tmp_path / "checkpoints" / "4")  # as if the process died after logging steps 3 and 4
+    _, summary = train.fit(_toy_task(), _config(5, checkpoint_every=2, eval_every=1), tmp_path, progress=False)
+    assert summary["steps_this_run"] == 3
+    steps = _logged_steps(tmp_path)
+    assert steps == sorted(steps) and steps.count(3) == 2 and steps.count(4) == 2  # train line + evaluation
+    assert [h["step"] for h in summary["history"]] == [1, 2, 3, 4]  # the first run's evaluations kept
+
+
+def test_throughput_excludes_compilation_and_needs_two_steps(tmp_path):
+    _, one = train.fit(_toy_task(), _config(1), tmp_path / "one", progress=False)
+    _, three = train.fit(_toy_task(), _config(3, log_every=3), tmp_path / "three", progress=False)
+    assert one["train_images_per_second"] is None
+    assert three["train_images_per_second"] > 0

@@ -48,3 +48,22 @@ def test_training_curve_and_misclassified(tmp_path):
         images, np.arange(5), np.array([0, 2, 2, 0, 4]), tmp_path / "wrong.png", class_names=list("abcde")
     )
     assert _is_png(path)
+
+
+def test_figures_leave_the_notebook_backend_alone(tmp_path):
+    """The digit figures once switched matplotlib to Agg, which turned a notebook's inline display off."""
+    import matplotlib
+
+    from visattn_jax import affine_grid
+
+    previous = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        images = np.random.default_rng(0).random((2, 28, 28, 1)).astype(np.float32)
+        grids = np.broadcast_to(np.asarray(affine_grid(np.eye(2, 3), (14, 14))), (2, 14, 14, 2))
+        assert _is_png(viz.plot_transformer(images, images[:, ::2, ::2], grids, tmp_path / "stn.png"))
+        locations = np.zeros((2, 3, 2), np.float32)
+        assert _is_png(viz.plot_glimpses(images, locations, tmp_path / "ram.png", size=8, num_scales=2))
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(previous)

@@ -1,4 +1,9 @@
-"""Figures for the experiments and notebooks (matplotlib, headless-safe)."""
+"""Figures for the experiments and notebooks (matplotlib, headless-safe).
+
+Every function draws on a ``matplotlib.figure.Figure`` (the object API: no pyplot, no backend switch), writes a
+PNG and returns its path, so it works headless and leaves a notebook's inline display alone; show the file with
+``IPython.display.Image(path)``.
+"""
 
 from __future__ import annotations
 
@@ -70,13 +75,11 @@ def plot_transformer(
       path: where to write the PNG.
       titles: optional per-column titles (e.g. predicted labels).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     n = len(inputs)
-    fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 3.4), squeeze=False)
+    fig = Figure(figsize=(1.6 * n, 3.4))
+    axes = fig.subplots(2, n, squeeze=False)
     height, width = inputs.shape[1:3]
     for i in range(n):
         top, bottom = axes[0, i], axes[1, i]
@@ -99,7 +102,6 @@ def plot_transformer(
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
@@ -121,17 +123,16 @@ def plot_glimpses(
       size, num_scales: the retina's patch size and number of scales (for the outlines).
     """
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
     from visattn_jax.ram import glimpse_boxes
 
     n, height, width = images.shape[:3]
     steps = locations.shape[1]
-    colors = plt.cm.viridis(np.linspace(0, 1, steps))
-    fig, axes = plt.subplots(1, n, figsize=(2.0 * n, 2.3), squeeze=False)
+    colors = matplotlib.colormaps["viridis"](np.linspace(0, 1, steps))
+    fig = Figure(figsize=(2.0 * n, 2.3))
+    axes = fig.subplots(1, n, squeeze=False)
     for i, ax in enumerate(axes[0]):
         ax.imshow(images[i, ..., 0], cmap="gray", vmin=0, vmax=1)
         boxes = glimpse_boxes(locations[i], size=size, num_scales=num_scales, height=height, width=width)
@@ -152,7 +153,6 @@ def plot_glimpses(
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 

@@ -10,6 +10,7 @@ MNIST from the four original ``*-idx?-ubyte.gz`` files in its manual folder,
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -17,6 +18,17 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["MNIST_FILES", "DataUnavailableError", "default_data_dir", "load_image_dataset", "prepare_mnist"]
+
+
+class _TFDSAdvice(logging.Filter):
+    """Drops TFDS's advice to install OpenCV for decoding: PIL decodes these small images, and the line is noise
+    in every run's log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("OpenCV is not installed")
+
+
+logging.getLogger("absl").addFilter(_TFDSAdvice())
 
 
 class DataUnavailableError(RuntimeError):
@@ -145,7 +157,7 @@ def load_image_dataset(
     import tensorflow_datasets as tfds
 
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
-    if name not in tfds.list_builders():
+    if name not in tfds.list_builders(with_community_datasets=False):  # the community list reads GCS through TF
         raise ValueError(
             f"Unknown dataset {name!r}: it is not a TFDS dataset (e.g. 'mnist', 'cifar10', 'svhn_cropped')."
         )

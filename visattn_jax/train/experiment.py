@@ -260,9 +260,10 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
         final = summary["final"]
         print(
             f"{config.name} on {config.dataset}: test error {final['error_percent']:.2f}% over {int(final['count'])} "
-            f"images after {summary['steps']} steps ({summary['train_images_per_second']} train images/s on "
+            f"images after {summary['steps']} steps ({_rate(summary)} on "
             f"{summary['devices']} {summary['platform']} device(s)); results in {workdir}."
         )
+        _print_figures(summary)
         return summary
     train_x, train_y, test_x, test_y = load_digits(config)
     test_images = make_test_set(config.distortion, test_x, seed=config.test_seed)
@@ -288,7 +289,19 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
     final = summary["final"]
     print(
         f"{config.name} on {config.distortion}: test error {final['error_percent']:.2f}% over "
-        f"{int(final['count'])} images after {config.num_steps} steps ({summary['train_images_per_second']} "
-        f"train images/s on {summary['devices']} {summary['platform']} device(s)); results in {workdir}."
+        f"{int(final['count'])} images after {config.num_steps} steps ({_rate(summary)} "
+        f"on {summary['devices']} {summary['platform']} device(s)); results in {workdir}."
     )
+    _print_figures(summary)
     return summary
+
+
+def _rate(summary: dict[str, Any]) -> str:
+    rate = summary["train_images_per_second"]
+    return "throughput unmeasured: fewer than 2 steps" if rate is None else f"{rate:g} train images/s"
+
+
+def _print_figures(summary: dict[str, Any]) -> None:
+    figures = [summary[key] for key in ("figure", "attention_figure") if summary.get(key)]
+    if figures:
+        print("Figure" + ("s" if len(figures) > 1 else "") + ": " + ", ".join(figures))

@@ -292,8 +292,16 @@ def _evaluate(task: Task, eval_step, state: TrainState, mesh: Mesh) -> dict[str,
 class _MetricsLog:
     """Scalars to TensorBoard event files (tensorboardX) and to ``metrics.jsonl`` in the work folder."""
 
-    def __init__(self, workdir: Path):
-        self._jsonl = open(workdir / "metrics.jsonl", "a")  # noqa: SIM115 (closed in close())
+    def __init__(self, workdir: Path, start: int):
+        path = workdir / "metrics.jsonl"
+        if path.exists():
+            # A resumed run repeats the steps after its checkpoint: drop what was logged after it (and, for a
+            # finished run that has nothing left to train, nothing is appended).
+            lines = path.read_text().splitlines()
+            kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= start]
+            if len(kept) != len(lines):
+                path.write_text("".join(line + "\n" for line in kept))
+        self._jsonl = open(path, "a")  # noqa: SIM115 (closed in close())
         try:
             from tensorboardX import SummaryWriter
 
@@ -363,7 +371,7 @@ def fit(task: Task, config, workdir: str | Path, *, progress: bool = True) -> tu
     train_step = _make_train_step(task, mesh, ema_decay, config.get("xla_cpu_fast_conv", False))
     eval_step = jax.jit(task.eval_fn)
     stream = _global_batches(task, start, mesh) if task.train_stream is not None else None
-    log = _MetricsLog(workdir)
+    log = _MetricsLog(workdir, start)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -373,19 +381,31 @@ def fit(task: Task, config, workdir: str | Path, *, progress: bool = True) -> tu
     def save(step: int) -> None:
         manager.save(step, args=ocp.args.StandardSave(state), force=True)
 
-    history = []
     started = time.perf_counter()
-    # Throughput excludes the first log window (compilation) and evaluations.
-    window_start, window_steps, train_seconds, timed_steps, first_window = started, 0, 0.0, 0, True
+    # Throughput excludes the first step (compilation) and evaluations.
+    window_start, window_steps, train_seconds, timed_steps = started, 0, 0.0, 0
     images_per_step = config.batch_size
+    if start >= config.num_steps:
+        print(f"The run in {workdir} is complete ({start} of {config.num_steps} steps): evaluating it again only.")
+    else:
+        print(
+            f"Training {config.num_steps - start} step{'s' if config.num_steps - start > 1 else ''}; the first one compiles the training step with XLA "
+            "(tens of seconds on a CPU, longer for deep networks).",
+            flush=True,
+        )
     try:
         for step in range(start, config.num_steps):
             if stream is None:
                 state, metrics = train_step(state, train_key)
             else:
                 state, metrics = train_step(state, train_key, next(stream))
-            window_steps += 1
             done = step + 1
+            if step == start:  # one sync after compilation; the throughput window starts after it
+                jax.block_until_ready(metrics)
+                window_start = time.perf_counter()
+                print(f"Compiled and ran the first step in {window_start - started:.1f} s.", flush=True)
+            else:
+                window_steps += 1
             if done % config.log_every == 0 or done == config.num_steps:
                 metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}  # syncs: only at log steps
                 if not all(math.isfinite(v) for v in metrics.values()):
@@ -394,27 +414,32 @@ def fit(task: Task, config, workdir: str | Path, *, progress: bool = True) -> tu
                         f"(config.grad_clip_norm); the last good checkpoint is in {workdir / 'checkpoints'}."
                     )
                 now = time.perf_counter()
-                metrics["images_per_second"] = window_steps * images_per_step / (now - window_start)
-                if not first_window:
-                    train_seconds += now - window_start
-                    timed_steps += window_steps
-                window_start, window_steps, first_window = now, 0, False
+                if window_steps:
+                    metrics["images_per_second"] = window_steps * images_per_step / (now - window_start)
+                train_seconds += now - window_start
+                timed_steps += window_steps
+                window_start, window_steps = now, 0
                 log.write(done, metrics)
                 if bar is not None:
-                    bar.set_postfix(loss=f"{metrics['loss']:.4f}", img_s=f"{metrics['images_per_second']:.0f}")
+                    rate = metrics.get("images_per_second")
+                    bar.set_postfix(loss=f"{metrics['loss']:.4f}", img_s="compiling" if rate is None else f"{rate:.0f}")
                     bar.update(config.log_every if done % config.log_every == 0 else done % config.log_every)
             if config.eval_every and done % config.eval_every == 0 and done != config.num_steps:
+                # Evaluation time is not training throughput: close the window before it, open one after it.
+                jax.block_until_ready(state.step)
+                train_seconds += time.perf_counter() - window_start
+                timed_steps += window_steps
                 evaluation = _evaluate(task, eval_step, state, mesh)
                 log.write(done, {f"eval/{k}": v for k, v in evaluation.items()})
-                history.append({"step": done, **evaluation})
-                window_start = time.perf_counter()  # evaluation time is not training throughput
+                window_start, window_steps = time.perf_counter(), 0
             if config.checkpoint_every and done % config.checkpoint_every == 0:
                 save(done)
         if config.num_steps > start and manager.latest_step() != config.num_steps:
             save(config.num_steps)
         manager.wait_until_finished()
         evaluation = _evaluate(task, eval_step, state, mesh)
-        log.write(config.num_steps, {f"eval/{k}": v for k, v in evaluation.items()})
+        if start < config.num_steps:  # a finished run's log already ends with this evaluation
+            log.write(config.num_steps, {f"eval/{k}": v for k, v in evaluation.items()})
     finally:
         if bar is not None:
             bar.close()
@@ -423,16 +448,34 @@ def fit(task: Task, config, workdir: str | Path, *, progress: bool = True) -> tu
     steps_run = config.num_steps - start
     summary = {
         "final": evaluation,
-        "history": history,
+        "history": _evaluation_history(workdir / "metrics.jsonl", config.num_steps),
         "steps": config.num_steps,
         "steps_this_run": steps_run,
         "wall_seconds_this_run": round(time.perf_counter() - started, 1),
-        "train_images_per_second": round(timed_steps * images_per_step / train_seconds, 1) if train_seconds else None,
+        # Steady-state images/s over this run's steps after the first (None if it ran fewer than two).
+        "train_images_per_second": round(timed_steps * images_per_step / train_seconds, 1) if timed_steps else None,
         "devices": mesh.size,
         "steps_per_epoch": task.steps_per_epoch or None,
         "platform": jax.devices()[0].platform,
     }
+    previous = workdir / "summary.json"
+    if steps_run == 0 and previous.exists():
+        # Rerunning a finished run trains nothing: keep the record of the run that did the training.
+        before = json.loads(previous.read_text())
+        for key in ("steps_this_run", "wall_seconds_this_run", "train_images_per_second"):
+            summary[key] = before.get(key, summary[key])
     return state, summary
+
+
+def _evaluation_history(metrics_jsonl: Path, final_step: int) -> list[dict[str, Any]]:
+    """The intermediate evaluations of a run (resumed runs included), read back from its ``metrics.jsonl``."""
+    history = []
+    for line in metrics_jsonl.read_text().splitlines():
+        record = json.loads(line)
+        scalars = {k.removeprefix("eval/"): v for k, v in record.items() if k.startswith("eval/")}
+        if scalars and record["step"] < final_step:
+            history.append({"step": record["step"], **scalars})
+    return history
 
 
 def restore_params(workdir: str | Path) -> Any:
