@@ -413,7 +413,7 @@ _TAPS = (np.zeros((2, 2), np.int32), np.zeros((2, 2)))
         ),
         (
             lambda: va.bilinear_sample(np.zeros((4, 4, 1)), np.zeros((2, 2)), padding_mode="wrap"),
-            NotImplementedError,
+            ValueError,  # as PyTorch's grid_sample raises for an unknown mode
             r"'wrap' is not supported.*border",
         ),
         (

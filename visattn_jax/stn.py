@@ -194,6 +194,11 @@ class STClassifier(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        if jnp.ndim(x) != 4:
+            raise ValueError(
+                f"STClassifier expects images [N, H, W, C], got shape {jnp.shape(x)}; add the channel axis "
+                "(x[..., None]) to a batch of grey images [N, H, W]."
+            )
         if self.transformer is not None:
             x = self.transformer(x)
         return self.classifier(x)
@@ -225,6 +230,8 @@ def stn_classifier(
     builders = {"cnn": CNN, "fcn": FCN, "st_cnn": CNN, "st_fcn": FCN}
     if model not in builders:
         raise ValueError(f"Unknown model {model!r}; choose one of {sorted(builders)}.")
+    if model.startswith("st_") and transform not in TRANSFORMS:
+        raise ValueError(f"Unknown transform {transform!r}; choose one of {sorted(TRANSFORMS)}.")
     classifier = builders[model](num_classes=num_classes, **overrides)
     transformer = None
     if model.startswith("st_"):

@@ -32,7 +32,7 @@ import os
 
 import ml_collections
 
-from experiments.configs.common import base_config
+from experiments.configs.common import base_config, parse_cell
 
 MODELS = {
     "resnet20": "cifar_resnet20",
@@ -81,18 +81,19 @@ def image_config(name: str, model: str, dataset: str) -> ml_collections.ConfigDi
     return config
 
 
-def get_config(arg: str = "resnet20,paper") -> ml_collections.ConfigDict:
-    parts = arg.split(",")
-    if not 1 <= len(parts) <= 3:
-        raise ValueError(f"config string must be MODEL[,BUDGET[,DATASET]], got {arg!r}")
-    model, budget, dataset = (parts + ["paper", "cifar10"][len(parts) - 1 :])[:3]
-    if model not in MODELS:
-        raise ValueError(f"MODEL must be one of {sorted(MODELS)}, got {model!r}")
+def _is_budget(budget: str) -> bool:
     epochs = budget.removeprefix("cpu")
-    if budget not in BUDGETS and not (budget.startswith("cpu") and epochs.isdigit() and int(epochs) > 0):
-        raise ValueError(f"BUDGET must be one of {list(BUDGETS)} or cpuN (N epochs, e.g. cpu3), got {budget!r}")
-    if dataset not in DATASETS:
-        raise ValueError(f"DATASET must be one of {sorted(DATASETS)}, got {dataset!r}")
+    return budget in BUDGETS or (budget.startswith("cpu") and epochs.isdigit() and int(epochs) > 0)
+
+
+def get_config(arg: str = "resnet20,paper") -> ml_collections.ConfigDict:
+    model, budget, dataset = parse_cell(
+        arg,
+        [("MODEL", MODELS, None), ("BUDGET", _is_budget, "paper"), ("DATASET", DATASETS, "cifar10")],
+        example="resnet20,cpu",
+        describe={"BUDGET": "one of paper | cpu | cpuN (N epochs, e.g. cpu3)"},
+    )
+    epochs = budget.removeprefix("cpu")
     config = image_config(f"{model}_{budget}_{dataset}", MODELS[model], dataset)
     config.batch_size = 128
     config.learning_rate = 0.1

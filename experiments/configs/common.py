@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Sequence
+
 import ml_collections
 
 
@@ -37,7 +39,57 @@ def set_budget(config: ml_collections.ConfigDict, budget: str, *, cpu: dict, pap
     """
     budgets = {"cpu": cpu, "paper": paper}
     if budget not in budgets:
-        raise ValueError(f"BUDGET must be cpu or paper, got {budget!r}")
+        raise ValueError(f"BUDGET must be one of cpu | paper; got {budget!r}")
     config.decay_steps = 0
     config.decay_factor = 1.0
     config.update(budgets[budget])
+
+
+Choices = Collection[str] | Callable[[str], bool]
+
+
+def parse_cell(
+    arg: str,
+    fields: Sequence[tuple[str, Choices, str | None]],
+    *,
+    example: str,
+    special: Sequence[str] = (),
+    describe: dict[str, str] | None = None,
+) -> list[str]:
+    """Splits a config string ``A,B[,C]`` into its fields and checks each against its choices.
+
+    Args:
+      arg: the string after the config file's colon.
+      fields: ``(NAME, choices, default)`` in order: choices a collection of strings or a predicate; default
+        None for a required field, else the value an omitted optional field takes.
+      example: a valid string, shown in the error.
+      special: whole-string names the config also accepts (e.g. ``quickstart``), listed in the error.
+      describe: NAME -> how to list a field's choices when they are a predicate (e.g. ``cpu | paper | cpuN``).
+
+    Returns:
+      The values of every field, defaults filled in.
+
+    Raises:
+      ValueError: one message with the form, every field's valid choices and the special names.
+    """
+    describe = describe or {}
+
+    def choices_of(name: str, choices: Choices) -> str:
+        return describe.get(name) or " | ".join(sorted(choices))  # type: ignore[arg-type]
+
+    required = sum(default is None for _, _, default in fields)
+    form = ",".join(name for name, _, default in fields if default is None)
+    form += "".join(f"[,{name}" for name, _, default in fields if default is not None)
+    form += "]" * (len(fields) - required)
+    listing = "; ".join(f"{name}: {choices_of(name, choices)}" for name, choices, _ in fields)
+    usage = f"the form is {form} (e.g. {example})" + (f" or one of: {', '.join(special)}" if special else "")
+    parts = arg.split(",") if arg else []
+    if not required <= len(parts) <= len(fields):
+        raise ValueError(f"Config string {arg!r} does not parse: {usage}. {listing}.")
+    values = parts + [default for _, _, default in fields[len(parts) :]]
+    for (name, choices, _), value in zip(fields, values, strict=True):
+        valid = choices(value) if callable(choices) else value in choices
+        if not valid:
+            wanted = describe.get(name) or f"one of {choices_of(name, choices)}"
+            raise ValueError(f"{name} must be {wanted}; got {value!r} in {arg!r} ({usage}).")
+    return values  # type: ignore[return-value]

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from experiments.configs.common import base_config, set_budget
+from experiments.configs.common import base_config, parse_cell, set_budget
 
 TASKS = {
     # distortion, glimpse size, scales
@@ -39,15 +39,13 @@ MODELS = ("ram", "ram_random", "fc", "conv", "conv_paper")
 
 
 def get_config(arg: str = "translated60,ram,6,cpu") -> ml_collections.ConfigDict:
-    parts = arg.split(",")
-    if len(parts) not in (3, 4):
-        raise ValueError(f"config string must be TASK,MODEL,GLIMPSES[,BUDGET], got {arg!r}")
-    task, model, glimpses = parts[:3]
-    budget = parts[3] if len(parts) == 4 else "cpu"
-    if task not in TASKS:
-        raise ValueError(f"TASK must be one of {sorted(TASKS)}, got {task!r}")
-    if model not in MODELS:
-        raise ValueError(f"MODEL must be one of {MODELS}, got {model!r}")
+    fields = [("TASK", TASKS, None), ("MODEL", MODELS, None), ("GLIMPSES", lambda g: g.isdigit() and int(g) > 0, None)]
+    task, model, glimpses, budget = parse_cell(
+        arg,
+        [*fields, ("BUDGET", ("cpu", "paper"), "cpu")],
+        example="cluttered60,ram,6",
+        describe={"GLIMPSES": "a positive integer"},
+    )
     distortion, size, scales = TASKS[task]
 
     name = f"{task}_{model}_{glimpses}_{budget}" if model.startswith("ram") else f"{task}_{model}_{budget}"

@@ -27,6 +27,7 @@ CIFAR-100: Attention-92 21.71, -236 21.16, -452 20.45. ARL vs NAL: 56 5.52 / 5.8
 from __future__ import annotations
 
 from experiments.configs.cifar import DATASETS, image_config
+from experiments.configs.common import parse_cell
 
 MODELS = {
     **{f"attention{d}": f"cifar_attention{d}" for d in (56, 92, 128, 164, 236, 452)},
@@ -44,18 +45,16 @@ BUDGETS = ("paper", "cpu")
 
 
 def get_config(arg: str = "attention92,arl,paper"):
-    parts = arg.split(",")
-    if not 1 <= len(parts) <= 4:
-        raise ValueError(f"config string must be MODEL[,VARIANT[,BUDGET[,DATASET]]], got {arg!r}")
-    model, variant, budget, dataset = (parts + ["arl", "paper", "cifar10"][len(parts) - 1 :])[:4]
-    if model not in MODELS:
-        raise ValueError(f"MODEL must be one of {sorted(MODELS)}, got {model!r}")
-    if variant not in VARIANTS:
-        raise ValueError(f"VARIANT must be one of {list(VARIANTS)}, got {variant!r}")
-    if budget not in BUDGETS:
-        raise ValueError(f"BUDGET must be one of {list(BUDGETS)}, got {budget!r}")
-    if dataset not in DATASETS:
-        raise ValueError(f"DATASET must be one of {sorted(DATASETS)}, got {dataset!r}")
+    model, variant, budget, dataset = parse_cell(
+        arg,
+        [
+            ("MODEL", MODELS, None),
+            ("VARIANT", VARIANTS, "arl"),
+            ("BUDGET", BUDGETS, "paper"),
+            ("DATASET", DATASETS, "cifar10"),
+        ],
+        example="attention92,arl,cpu",
+    )
     if model == "preact_resnet164" and not (variant == "arl" or variant.startswith("noise")):
         raise ValueError(f"VARIANT {variant!r} changes the attention module; preact_resnet164 has none.")
     config = image_config(f"{model}_{variant}_{budget}_{dataset}", MODELS[model], dataset)

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import ml_collections
 
-from experiments.configs.common import base_config, set_budget
+from experiments.configs.common import base_config, parse_cell, set_budget
 
+MODELS = ("cnn", "fcn", "st_cnn", "st_fcn")
+TRANSFORMS = ("none", "affine", "attention", "projective", "tps")  # none: the baselines (cnn, fcn)
 DISTORTIONS = {"R": "rotated", "RTS": "rts", "P": "projective", "E": "elastic", "TC60": "cluttered60"}
 # The paper halves the transformer's output for RTS (42 -> 21) and translated-cluttered (60 -> 30).
 ST_OUTPUT = {"rts": 21, "cluttered60": 30}
@@ -36,13 +38,14 @@ def get_config(arg: str = "st_cnn,affine,RTS,cpu") -> ml_collections.ConfigDict:
         config.num_steps = 1500
         config.eval_every = 0
         return config
-    parts = arg.split(",")
-    if len(parts) not in (3, 4):
-        raise ValueError(f"config string must be MODEL,TRANSFORM,DISTORTION[,BUDGET], got {arg!r}")
-    model, transform, distortion = parts[:3]
-    budget = parts[3] if len(parts) == 4 else "cpu"
-    if distortion not in DISTORTIONS:
-        raise ValueError(f"DISTORTION must be one of {sorted(DISTORTIONS)}, got {distortion!r}")
+    fields = [("MODEL", MODELS, None), ("TRANSFORM", TRANSFORMS, None), ("DISTORTION", DISTORTIONS, None)]
+    model, transform, distortion, budget = parse_cell(
+        arg, [*fields, ("BUDGET", ("cpu", "paper"), "cpu")], example="st_cnn,affine,RTS", special=["quickstart"]
+    )
+    if model.startswith("st_") and transform == "none":
+        raise ValueError(f"TRANSFORM of {model} must be one of {' | '.join(TRANSFORMS[1:])}; got 'none' in {arg!r}.")
+    if not model.startswith("st_") and transform != "none":
+        raise ValueError(f"TRANSFORM of the baseline {model} must be none; got {transform!r} in {arg!r}.")
 
     name = f"{model}_{transform}_{distortion}_{budget}" if model.startswith("st_") else f"{model}_{distortion}_{budget}"
     config = base_config("stn", name)

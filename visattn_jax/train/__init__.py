@@ -6,7 +6,7 @@ from visattn_jax.train.classification import (
     make_test_set,
     stream_classification_task,
 )
-from visattn_jax.train.experiment import load_digits, load_natural_images, train_and_evaluate
+from visattn_jax.train.experiment import ConfigError, load_digits, load_natural_images, train_and_evaluate
 from visattn_jax.train.loop import (
     Task,
     TrainState,
@@ -19,6 +19,7 @@ from visattn_jax.train.loop import (
 )
 
 __all__ = [
+    "ConfigError",
     "Task",
     "TrainState",
     "classification_task",

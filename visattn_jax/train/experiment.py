@@ -9,13 +9,19 @@ from typing import Any
 import jax
 import numpy as np
 
+from visattn_jax.data.distortions import distort
 from visattn_jax.data.mnist import load_image_dataset
 from visattn_jax.sampling import grid_sample
 from visattn_jax.stn import FCN, stn_classifier
 from visattn_jax.train.classification import classification_task, cross_entropy_objective, make_test_set, ram_objective
 from visattn_jax.train.loop import fit
 
-__all__ = ["load_digits", "load_natural_images", "train_and_evaluate"]
+__all__ = ["ConfigError", "load_digits", "load_natural_images", "train_and_evaluate"]
+
+
+class ConfigError(ValueError):
+    """A config names something that does not exist (task, model, transform, dtype ...); raised before any data
+    is loaded or any folder is created. The message names the field and the valid choices."""
 
 
 def load_digits(config) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -137,9 +143,12 @@ def _image_experiment(config, workdir: Path) -> dict[str, Any]:
 
     dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
     if config.dtype not in dtypes:
-        raise ValueError(f"Unknown dtype {config.dtype!r}; choose float32 or bfloat16.")
+        raise ConfigError(f"Unknown dtype {config.dtype!r}; choose float32 or bfloat16.")
     overrides = dict(config.get("model_overrides") or {})
-    model = create_model(config.model, num_classes=config.num_classes, dtype=dtypes[config.dtype], **overrides)
+    try:
+        model = create_model(config.model, num_classes=config.num_classes, dtype=dtypes[config.dtype], **overrides)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(str(error).strip("'\"")) from error
     if config.dataset.startswith("imagenet"):
         task = _imagenet_task(config, model)
         test_x = None
@@ -252,7 +261,7 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
     Returns the summary that is also written to ``workdir/summary.json``.
     """
     if config.task not in (*_TASKS, "image"):
-        raise ValueError(f"Unknown task {config.task!r}; choose one of {sorted((*_TASKS, 'image'))}.")
+        raise ConfigError(f"Unknown task {config.task!r}; choose one of {sorted((*_TASKS, 'image'))}.")
     workdir = Path(workdir)
     if config.task == "image":
         summary = _image_experiment(config, workdir)
@@ -265,9 +274,15 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
         )
         _print_figures(summary)
         return summary
+    # The model first: a config naming something that does not exist fails before the data loads.
+    try:
+        digit = jax.ShapeDtypeStruct((1, 28, 28, 1), np.float32)
+        input_size = jax.eval_shape(lambda x: distort(config.distortion, jax.random.PRNGKey(0), x), digit).shape[1]
+        model, objective, figure_fn = _TASKS[config.task](config, input_size)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(str(error)) from error
     train_x, train_y, test_x, test_y = load_digits(config)
     test_images = make_test_set(config.distortion, test_x, seed=config.test_seed)
-    model, objective, figure_fn = _TASKS[config.task](config, test_images.shape[1])
     task = classification_task(
         model,
         train_images=train_x,
