@@ -167,3 +167,15 @@ def test_mnist_loads_through_tfds_mock_data():
         images, labels = data.load_image_dataset("mnist", "train")
     assert images.shape == (20, 28, 28, 1) and images.dtype == np.uint8
     assert labels.shape == (20,) and labels.dtype == np.int32 and labels.max() < 10
+
+
+def test_clutter_comes_from_other_digits():
+    """The RAM paper's clutter is cut from *other* digits: an image never gets pieces of its own digit."""
+    values = np.array([0.25, 0.5, 1.0], np.float32)
+    digits = np.broadcast_to(values[:, None, None, None], (3, 28, 28, 1)).copy()
+    for seed in range(20):
+        out = np.asarray(data.cluttered(jax.random.PRNGKey(seed), digits, num_pieces=4))
+        for i, value in enumerate(values):
+            assert np.sum(out[i] == value) <= 28 * 28  # the digit's own pixels, no piece of it elsewhere
+    with pytest.raises(ValueError, match="at least 2 digits"):
+        data.cluttered(jax.random.PRNGKey(0), digits[:1])

@@ -88,8 +88,13 @@ def test_projective_grid_at_infinity_stays_finite():
 
 
 def test_tps_zero_offsets_is_identity():
-    grid = va.tps_grid(jnp.zeros((16, 2)), (9, 11))
-    np.testing.assert_allclose(np.asarray(grid), va.base_grid((9, 11)), atol=1e-5)
+    """Exactly, as the other three transforms: the grid and the sampled image equal the identity's bit for bit."""
+    for align_corners in (False, True):
+        grid = va.tps_grid(jnp.zeros((16, 2)), (9, 11), align_corners=align_corners)
+        np.testing.assert_array_equal(np.asarray(grid), np.asarray(va.base_grid((9, 11), align_corners=align_corners)))
+    image = np.random.default_rng(0).random((9, 11, 3)).astype(np.float32)
+    out = va.bilinear_sample(image, va.tps_grid(jnp.zeros((16, 2)), (9, 11)))
+    np.testing.assert_array_equal(np.asarray(out), image)
 
 
 def test_tps_interpolates_the_control_points():

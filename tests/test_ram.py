@@ -251,3 +251,17 @@ def test_paper_conv_baseline_shape_and_size():
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((2, 60, 60, 1)))
     assert model.apply(params, jnp.zeros((3, 60, 60, 1))).shape == (3, 10)
     assert sum(np.size(p) for p in jax.tree_util.tree_leaves(params)) == 808 + 968 * 256 + 256 + 2570
+
+
+@pytest.mark.parametrize(
+    "labels,match",
+    [
+        (np.zeros((4, 10), np.int32), "argmax them first"),
+        (np.zeros(3, np.int32), r"\[N\] = \[4\]"),
+        (np.zeros(4), "integer"),
+    ],
+)
+def test_ram_loss_names_wrong_labels(labels, match):
+    outputs = {"logits": jnp.zeros((4, 10))}
+    with pytest.raises(ValueError, match=match):
+        ram.ram_loss(outputs, labels)

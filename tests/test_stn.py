@@ -84,3 +84,34 @@ def test_bad_input(build, x, error, match):
 def test_unknown_model_name():
     with pytest.raises(ValueError, match=r"Unknown model 'resnet'"):
         stn.stn_classifier("resnet")
+
+
+@pytest.mark.parametrize("model", ["cnn", "fcn", "st_cnn", "st_fcn"])
+def test_classifiers_name_a_batch_without_channels(model):
+    """A grey batch [B, H, W] once failed deep inside Flax (cnn) or was silently accepted (fcn)."""
+    classifier = stn.stn_classifier(model, input_size=28)
+    with pytest.raises(ValueError, match=r"\[N, H, W, C\], got shape \(2, 28, 28\).*x\[\.\.\., None\]"):
+        classifier.init(jax.random.PRNGKey(0), jnp.zeros((2, 28, 28)))
+
+
+def test_unknown_transform_is_caught_when_the_model_is_built():
+    with pytest.raises(ValueError, match=r"Unknown transform 'foo'"):
+        stn.stn_classifier("st_cnn", transform="foo")
+
+
+@pytest.mark.parametrize("size,cnn_params,fcn_params", [(28, 68_522, 68_182), (42, 84_842, 83_822)])
+def test_fcn_baseline_is_about_the_cnn_size(size, cnn_params, fcn_params):
+    """The STN paper keeps its models "about the same" size: the FCN's widths follow the input."""
+
+    def count(model):
+        shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 1))))
+        return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(shapes))
+
+    assert count(stn.stn_classifier("cnn", input_size=size)) == cnn_params
+    assert count(stn.stn_classifier("fcn", input_size=size)) == fcn_params
+    # The next width up would exceed the CNN's count: the largest that fits.
+    w = stn.fcn_features_matching_cnn(size)[0] + 1
+    assert size * size * w + w + w * w + w + w * 10 + 10 > cnn_params
+    assert (
+        count(stn.stn_classifier("fcn", input_size=size, features=(128, 128))) > 2 * cnn_params if size == 42 else True
+    )

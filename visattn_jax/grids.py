@@ -226,14 +226,17 @@ def tps_grid(
         raise ValueError(f"control_points must have shape [{k}, 2] to match offsets, got {list(control_points.shape)}.")
     offsets = _check_params(offsets, "offsets", (k, 2))
     inverse = jnp.asarray(_tps_inverse_system(control_points), offsets.dtype)
-    targets = jnp.concatenate([jnp.asarray(control_points, offsets.dtype) + offsets, jnp.zeros((3, 2), offsets.dtype)])
+    # A thin-plate spline reproduces affine maps exactly and is linear in its targets, so the spline through
+    # p_k + offsets_k is the identity plus the spline through offsets_k: built that way, zero offsets give the
+    # base grid exactly (not to float32 rounding).
+    targets = jnp.concatenate([offsets, jnp.zeros((3, 2), offsets.dtype)])
     coefficients = jnp.dot(
         inverse, targets, precision=jax.lax.Precision.HIGHEST
-    )  # [K + 3, 2]: K radial weights, then (a_0, a_x, a_y)
+    )  # [K + 3, 2]: K radial weights, then (a_0, a_x, a_y) of the displacement
 
     base = jnp.asarray(base_grid(shape, align_corners=align_corners), offsets.dtype).reshape(-1, 2)
     cp = jnp.asarray(control_points, offsets.dtype)
     d2 = jnp.sum((base[:, None, :] - cp[None, :, :]) ** 2, axis=-1)  # [h * w, K]
     features = jnp.concatenate([_tps_kernel(d2), jnp.ones((base.shape[0], 1), offsets.dtype), base], axis=1)
     h, w = _check_shape(shape)
-    return jnp.dot(features, coefficients, precision=jax.lax.Precision.HIGHEST).reshape(h, w, 2)
+    return (base + jnp.dot(features, coefficients, precision=jax.lax.Precision.HIGHEST)).reshape(h, w, 2)

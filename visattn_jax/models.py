@@ -75,8 +75,17 @@ def input_size(name: str) -> int:
     return _INPUT_SIZE[name]
 
 
+def _abstract_variables(name: str, batch: int = 1) -> Any:
+    model = create_model(name)
+    size = input_size(name)
+    return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((batch, size, size, 3))))
+
+
 def num_params(variables: Any) -> int:
-    """Number of trainable parameters (the ``params`` collection) in ``variables`` (arrays or shape structs)."""
+    """Number of trainable parameters (the ``params`` collection) in ``variables`` (arrays or shape structs), or
+    of a registered network given by name (``num_params("seresnet50")``; nothing is allocated)."""
+    if isinstance(variables, str):
+        variables = _abstract_variables(variables)
     params = variables.get("params", variables) if isinstance(variables, dict) else variables
     return int(sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(params)))
 
@@ -105,8 +114,12 @@ def _jaxpr_macs(jaxpr) -> int:
     return total
 
 
-def multiply_adds(model: nn.Module, input_shape: Sequence[int], variables: Any = None) -> dict[str, float]:
+def multiply_adds(
+    model: nn.Module | str, input_shape: Sequence[int] | None = None, variables: Any = None
+) -> dict[str, float]:
     """Multiply-adds of one forward pass (evaluation mode) of ``model`` on a batch of ``input_shape``.
+
+    ``model`` may be a registered name; ``input_shape`` then defaults to one image of its input size.
 
     Returns ``{"macs": ..., "xla_macs": ...}``: ``macs`` counts every multiply-add of the convolutions and
     dense layers, padding taps included (the convention of the papers and of fvcore / ptflops), and leaves
@@ -114,6 +127,11 @@ def multiply_adds(model: nn.Module, input_shape: Sequence[int], variables: Any =
     ``xla_macs`` is half of XLA's cost-analysis FLOP count, which skips taps that fall into the padding and
     adds the elementwise work (BN, ReLU, pooling): both are given so neither is mistaken for the other.
     """
+    if isinstance(model, str):
+        input_shape = input_shape or (1, input_size(model), input_size(model), 3)
+        model = create_model(model)
+    if input_shape is None:
+        raise TypeError("multiply_adds needs input_shape, e.g. (1, 224, 224, 3), for a module.")
     x = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
     if variables is None:
         variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(x.shape, x.dtype)))

@@ -254,6 +254,13 @@ def ram_loss(outputs: dict[str, jax.Array], labels: jax.Array) -> tuple[jax.Arra
       ``(loss, metrics)``, metrics with the reward, baseline error and policy statistics.
     """
     logits = outputs["logits"]
+    labels = jnp.asarray(labels)
+    if labels.shape != logits.shape[:1] or not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise ValueError(
+            f"labels must be integer classes of shape [N] = {list(logits.shape[:1])} (one per image), got "
+            f"{labels.dtype} {list(labels.shape)}"
+            + ("; one-hot labels: argmax them first." if labels.ndim == 2 else ".")
+        )
     log_softmax = jax.nn.log_softmax(logits)
     cross_entropy = -jnp.mean(jnp.take_along_axis(log_softmax, labels[:, None], axis=1))
     reward = (jnp.argmax(logits, -1) == labels).astype(logits.dtype)

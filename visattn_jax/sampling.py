@@ -105,9 +105,7 @@ _PADDING_FIXERS: dict[str, Callable[[jax.Array, int, bool], jax.Array]] = {
 
 def _check_padding_mode(padding_mode: str) -> None:
     if padding_mode not in _PADDING_FIXERS:
-        raise ValueError(
-            f"padding_mode={padding_mode!r} is not supported; choose one of {sorted(_PADDING_FIXERS)}."
-        )
+        raise ValueError(f"padding_mode={padding_mode!r} is not supported; choose one of {sorted(_PADDING_FIXERS)}.")
 
 
 def _snap_to_pixels(pix: jax.Array, size: int) -> jax.Array:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -204,6 +205,21 @@ class STClassifier(nn.Module):
         return self.classifier(x)
 
 
+def fcn_features_matching_cnn(size: int, num_classes: int = 10, channels: int = 1) -> tuple[int, int]:
+    """Widths ``(w, w)`` of the two hidden layers that give the FCN classifier about as many parameters as the
+    CNN classifier on the same ``size x size`` input (the STN paper keeps its models "about the same" size):
+    the largest ``w`` with ``w^2 + (D + 2 + num_classes) w + num_classes <= P_CNN``, ``D = size^2 * channels``.
+    E.g. 28x28: CNN 68,522 -> (78, 78), FCN 68,182; 42x42: CNN 84,842 -> (46, 46), FCN 83,822.
+    """
+    cnn = CNN(num_classes=num_classes)
+    shapes = jax.eval_shape(lambda: cnn.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, channels))))
+    budget = sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(shapes))
+    d = size * size * channels
+    b = d + 2 + num_classes
+    width = int((-b + math.sqrt(b * b + 4 * (budget - num_classes))) // 2)
+    return (max(width, 1), max(width, 1))
+
+
 def stn_classifier(
     model: str,
     *,
@@ -222,7 +238,8 @@ def stn_classifier(
       st_output_size: side of the transformer's output (the paper halves it for RTS and cluttered MNIST);
         default: ``input_size``.
       num_classes: number of classes.
-      **overrides: fields of the classifier (``filters=`` for CNNs, ``features=`` for FCNs).
+      **overrides: fields of the classifier (``filters=`` for CNNs, ``features=`` for FCNs; default FCN widths:
+        :func:`fcn_features_matching_cnn`, as many parameters as the CNN on the same input).
 
     Returns:
       An :class:`STClassifier`.
@@ -232,10 +249,12 @@ def stn_classifier(
         raise ValueError(f"Unknown model {model!r}; choose one of {sorted(builders)}.")
     if model.startswith("st_") and transform not in TRANSFORMS:
         raise ValueError(f"Unknown transform {transform!r}; choose one of {sorted(TRANSFORMS)}.")
+    size = (st_output_size or input_size) if model.startswith("st_") else input_size
+    if model.endswith("fcn") and "features" not in overrides:
+        overrides["features"] = fcn_features_matching_cnn(size, num_classes)
     classifier = builders[model](num_classes=num_classes, **overrides)
     transformer = None
     if model.startswith("st_"):
         localization = ConvLocalization() if model == "st_cnn" else FCLocalization()
-        size = st_output_size or input_size
         transformer = SpatialTransformer(localization=localization, transform=transform, output_shape=(size, size))
     return STClassifier(classifier=classifier, transformer=transformer)

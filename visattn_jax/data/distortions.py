@@ -207,7 +207,7 @@ def cluttered(
       num_pieces: clutter pieces per image (RAM: 4 on 60x60, 8 on 100x100).
       piece_size: side of each square clutter piece.
       clutter_source: ``[M, 28, 28, 1]`` digits to crop clutter from (default: the batch itself; each image
-        takes its pieces from randomly chosen digits of it).
+        takes its pieces from randomly chosen *other* digits of it, as the RAM paper says, so ``N >= 2``).
 
     Returns:
       ``[N, canvas, canvas, 1]``.
@@ -219,7 +219,17 @@ def cluttered(
         raise ValueError(f"canvas={canvas} is smaller than piece_size={piece_size}.")
     k_digit, k_which, k_crop, k_place = jax.random.split(key, 4)
     out = translated(k_digit, digits, canvas=canvas)
-    which = jax.random.randint(k_which, (n, num_pieces), 0, source.shape[0])
+    if clutter_source is None:
+        if n < 2:
+            raise ValueError(
+                "cluttered: the clutter comes from the other digits of the batch, so it needs at least 2 digits; "
+                "pass clutter_source to clutter a single one."
+            )
+        # A uniform choice among the n - 1 other digits: draw from [0, n - 1) and skip the image's own index.
+        which = jax.random.randint(k_which, (n, num_pieces), 0, n - 1)
+        which = which + (which >= jnp.arange(n)[:, None]).astype(which.dtype)
+    else:
+        which = jax.random.randint(k_which, (n, num_pieces), 0, source.shape[0])
     crops = jax.random.randint(k_crop, (n, num_pieces, 2), 0, jnp.array([[[h - piece_size + 1, w - piece_size + 1]]]))
     places = jax.random.randint(k_place, (n, num_pieces, 2), 0, canvas - piece_size + 1)
 

@@ -276,7 +276,7 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
         return summary
     # The model first: a config naming something that does not exist fails before the data loads.
     try:
-        digit = jax.ShapeDtypeStruct((1, 28, 28, 1), np.float32)
+        digit = jax.ShapeDtypeStruct((2, 28, 28, 1), np.float32)  # cluttered needs 2
         input_size = jax.eval_shape(lambda x: distort(config.distortion, jax.random.PRNGKey(0), x), digit).shape[1]
         model, objective, figure_fn = _TASKS[config.task](config, input_size)
     except (ValueError, TypeError) as error:
