@@ -317,12 +317,19 @@ def test_cifar_cpu_n_budget():
 
 @pytest.mark.parametrize(
     "configs,cell",
-    [(cifar, "resnet20,cpu"), (cifar, "se_resnet20,paper,cifar100"), ("ran", "attention56,noise30,cpu")],
-    ids=["resnet20", "se_resnet20_cifar100", "attention56_noise30"],
+    [
+        (cifar, "resnet20,cpu"),
+        (cifar, "se_resnet20,paper,cifar100"),
+        ("ran", "attention56,noise30,cpu"),
+        ("senet", "se_identity,cifar,cpu"),
+    ],
+    ids=["resnet20", "se_resnet20_cifar100", "attention56_noise30", "senet_se_identity"],
 )
 def test_cifar_config_trains_one_step_on_mock_data(configs, cell, tmp_path):
     if configs == "ran":
         from experiments.configs import residual_attention as configs
+    if configs == "senet":
+        from experiments.configs import senet as configs
     config = configs.get_config(cell)
     config.num_epochs, config.decay_epochs, config.warmup_epochs = 0.0, (), 0.0
     config.num_steps, config.batch_size, config.log_every, config.eval_every = 1, 8, 1, 0
@@ -334,6 +341,7 @@ def test_cifar_config_trains_one_step_on_mock_data(configs, cell, tmp_path):
     assert (tmp_path / "training_curve.png").exists() and (tmp_path / "misclassified.png").exists()
     # What the attention does: SE networks draw their excitations, attention networks their masks.
     expected = {"resnet20": None, "se_resnet20": "excitations.png", "attention56": "attention_masks.png"}
+    expected["se_identity"] = "excitations.png"
     expected = expected[cell.split(",")[0]]
     if expected is None:
         assert "attention_figure" not in summary
@@ -434,3 +442,30 @@ def test_residual_attention_configs():
     assert ran.get_config("attention56,nal").model_overrides.residual == "nal"
     with pytest.raises(ValueError, match="VARIANT must be one of"):
         ran.get_config("attention56,mixed")
+
+
+def test_senet_cells_build_with_the_papers_sizes():
+    """Every SENet cell builds at both scales; the TPAMI reduction-ratio cells have the paper's sizes (45.7M,
+    35.7M, 30.7M, 28.1M, 26.9M: FC biases off, our counts within 0.15M of the paper's rounding)."""
+    from experiments.configs import senet
+    from visattn_jax.models import num_params
+    from visattn_jax.train.experiment import image_model
+
+    def count(config, size):
+        model = image_model(config)
+        shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3))))
+        return num_params(shapes)
+
+    paper = {"r2": 45.7e6, "r4": 35.7e6, "r8": 30.7e6, "r16": 28.1e6, "r32": 26.9e6, "se_3x3": 25.8e6}
+    for cell, expected in paper.items():
+        assert abs(count(senet.get_config(f"{cell},imagenet"), 224) - expected) < 0.15e6, cell
+    config = senet.get_config("seresnet152")
+    assert config.batch_size == 1024 and config.learning_rate == 0.6 and config.num_epochs == 100
+    assert list(config.decay_epochs) == [30.0, 60.0, 90.0] and config.model == "legacy_seresnet152"
+    for cell in senet.CELLS:
+        if cell != "r32":  # 16 // 32 = 0 units: a clear error at CIFAR scale (tested in test_se)
+            assert count(senet.get_config(f"{cell},cifar,cpu3"), 32) > 0
+    with pytest.raises(ValueError, match="BUDGET is for the cifar scale only"):
+        senet.get_config("r8,imagenet,cpu")
+    with pytest.raises(ValueError, match="CELL must be one of"):
+        senet.get_config("r3")

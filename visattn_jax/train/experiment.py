@@ -137,18 +137,10 @@ def _image_experiment(config, workdir: Path) -> dict[str, Any]:
     """Natural-image classification (CIFAR): a registered network, BatchNorm, epochs, augmentation."""
     import jax.numpy as jnp
 
-    from visattn_jax.models import create_model
     from visattn_jax.train.classification import image_classification_task
     from visattn_jax.viz import plot_misclassified, plot_training_curve
 
-    dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-    if config.dtype not in dtypes:
-        raise ConfigError(f"Unknown dtype {config.dtype!r}; choose float32 or bfloat16.")
-    overrides = dict(config.get("model_overrides") or {})
-    try:
-        model = create_model(config.model, num_classes=config.num_classes, dtype=dtypes[config.dtype], **overrides)
-    except (ValueError, TypeError) as error:
-        raise ConfigError(str(error).strip("'\"")) from error
+    model = image_model(config)
     if config.dataset.startswith("imagenet"):
         task = _imagenet_task(config, model)
         test_x = None
@@ -188,6 +180,30 @@ def _image_experiment(config, workdir: Path) -> dict[str, Any]:
         if attention is not None:
             summary["attention_figure"] = str(attention)
     return summary
+
+
+def image_model(config):
+    """The network of a natural-image config: ``config.model`` from :mod:`visattn_jax.models` with
+    ``config.model_overrides``, ``config.dtype``, and ``config.se`` (SqueezeExcite fields over the network's own
+    SE blocks, for the SENet ablations of ``experiments/configs/senet.py``). Raises :class:`ConfigError`."""
+    import jax.numpy as jnp
+
+    from visattn_jax.models import create_model
+    from visattn_jax.se import se_attention
+
+    dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+    if config.dtype not in dtypes:
+        raise ConfigError(f"Unknown dtype {config.dtype!r}; choose float32 or bfloat16.")
+    overrides = dict(config.get("model_overrides") or {})
+    try:
+        model = create_model(config.model, num_classes=config.num_classes, dtype=dtypes[config.dtype], **overrides)
+        if config.get("se"):
+            if getattr(model, "attention", None) is None:
+                raise ValueError(f"config.se needs a network with SE blocks; {config.model} has none.")
+            model = model.clone(attention=se_attention(**{**model.attention.keywords, **dict(config.se)}))
+    except (ValueError, TypeError) as error:
+        raise ConfigError(str(error).strip("'\"")) from error
+    return model
 
 
 def _attention_figure(model, variables, images, labels, config, workdir: Path) -> Path | None:
