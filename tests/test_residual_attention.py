@@ -205,3 +205,16 @@ def test_cifar_attention_trains_one_step():
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(grads))
     with pytest.raises(ValueError, match="1 channels"):
         model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 1)))
+
+
+def test_benchmark_torch_network_has_our_layers_torch():
+    """The PyTorch Residual Attention Network of the benchmark is built from our module's fields and has exactly
+    our parameter count (CIFAR Attention-92 and ImageNet Attention-56)."""
+    torch = pytest.importorskip("torch")
+    from experiments.benchmarks.residual_attention_train import torch_attention_net
+
+    for name in ("cifar_attention92", "attention56"):
+        net = torch_attention_net(torch, models.create_model(name))
+        assert sum(p.numel() for p in net.parameters()) == models.num_params(name)
+    logits = torch_attention_net(torch, models.create_model("cifar_attention56"))(torch.zeros(2, 3, 33, 33))
+    assert tuple(logits.shape) == (2, 10)

@@ -3,6 +3,7 @@
 Command (the numbers in the README came from it; run it on a quiet machine, see ../shared/PERF.md):
 
     .venv/bin/python -m experiments.benchmarks.resnet_train [--steps 10] [--threads 2] [--only resnet20,resnet50]
+    .venv/bin/python -m experiments.benchmarks.resnet_train --inference [--steps 20]   # SENet's CPU inference figure
 
 Networks: CIFAR ResNet-20 and SE-ResNet-20 at batch 128 on 32x32; ResNet-50 and SE-ResNet-50 (timm's
 ``seresnet50`` layout) at batch 16 on 224x224. Rows, per network:
@@ -145,12 +146,70 @@ def torch_step(torch, net: str, images: np.ndarray, labels: np.ndarray, *, chann
     return run
 
 
+# Per-image inference at 224x224 (batch 1, evaluation mode): the SENet paper's CPU figure is 164 ms (ResNet-50)
+# vs 167 ms (SE-ResNet-50). The legacy_* networks are the paper's Caffe layout.
+INFERENCE = ("resnet50", "seresnet50", "legacy_resnet50", "legacy_seresnet50")
+
+
+def jax_inference(name: str, image: np.ndarray, *, fast_conv: bool):
+    model = create_model(name)
+    variables = model.init(jax.random.PRNGKey(0), jnp.asarray(image), train=False)
+    x = jnp.asarray(image)
+    forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
+    compiled = forward.lower(variables, x).compile(compiler_options=_CPU_CONV_OPTIONS if fast_conv else None)
+    return lambda: compiled(variables, x).block_until_ready()
+
+
+def torch_inference(torch, name: str, image: np.ndarray):
+    try:
+        import timm
+    except ImportError:
+        return None
+    model = timm.create_model(name, pretrained=False).eval()
+    x = torch.from_numpy(image).permute(0, 3, 1, 2).contiguous()
+
+    def run():
+        with torch.inference_mode():
+            model(x)
+
+    return run
+
+
+def inference(torch, steps: int) -> None:
+    image = np.random.default_rng(0).normal(size=(1, 224, 224, 3)).astype(np.float32)
+    rows: dict[str, dict[str, float]] = {}
+    for name in INFERENCE:
+        rows[name] = {
+            "visattn (XLA default)": median_seconds(jax_inference(name, image, fast_conv=False), steps),
+            "visattn (XLA fast conv)": median_seconds(jax_inference(name, image, fast_conv=True), steps),
+        }
+        run = torch_inference(torch, name, image) if torch is not None else None
+        if run is not None:
+            rows[name]["timm eager"] = median_seconds(run, steps)
+    columns = list(rows[INFERENCE[0]])
+    print("\nInference, one 224x224 image, ms (the SENet paper, CPU: ResNet-50 164, SE-ResNet-50 167, 1.018x):")
+    print(f"  {'network':<20}" + "".join(f"{c:>26}" for c in columns))
+    for name, row in rows.items():
+        print(f"  {name:<20}" + "".join(f"{row[c] * 1e3:>26.1f}" for c in columns if c in row))
+    for plain, se in (("resnet50", "seresnet50"), ("legacy_resnet50", "legacy_seresnet50")):
+        ratios = "  ".join(f"{c} {rows[se][c] / rows[plain][c]:.3f}x" for c in columns if c in rows[se])
+        print(f"  {se} / {plain}: {ratios}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per row (median)")
     parser.add_argument("--threads", type=int, default=2, help="PyTorch intra-op threads")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {sorted(SETTINGS)}")
+    parser.add_argument(
+        "--inference", action="store_true", help="per-image inference at 224 instead (SENet's CPU figure)"
+    )
     args = parser.parse_args()
+    if args.inference:
+        torch = import_torch(args.threads)
+        print(f"jax {jax.__version__} on {jax.devices()[0].platform}; torch {torch.__version__ if torch else '-'}")
+        inference(torch, args.steps)
+        return
     only = [n for n in args.only.split(",") if n]
     unknown = sorted(set(only) - set(SETTINGS))
     if unknown:

@@ -17,7 +17,7 @@ Command (from the repository root):
   .venv/bin/python -m experiments.main --config=experiments/configs/cifar.py:resnet20,cpu \
       --workdir=runs/cifar/resnet20_cpu
 Data: TFDS's cifar10 if prepared, else the offline copy in --config.cifar10_dir (default
-$VISATTN_CIFAR10_DIR or ../shared/data/cifar10), else TFDS's download (visattn_jax/data/cifar.py).
+$VISATTN_CIFAR10_DIR or ../shared/data/cifar10 beside the repository), else TFDS's download (visattn_jax/data/cifar.py).
 
 Expected (% test error on CIFAR-10, the papers, full schedule): ResNet-20 8.75, -32 7.51, -44 7.17, -56 6.97,
 -110 6.43 (6.61 +- 0.16 over 5 runs); pre-activation ResNet-164 5.46; CIFAR-100: ResNet-164 24.33.
@@ -29,11 +29,13 @@ What our budgeted runs reached is in experiments/README.md (summaries in experim
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import ml_collections
 
 from experiments.configs.common import base_config, parse_cell
 
+_REPOSITORY = Path(__file__).resolve().parents[2]  # so the default works from any folder (notebooks/ too)
 MODELS = {
     "resnet20": "cifar_resnet20",
     "resnet32": "cifar_resnet32",
@@ -55,9 +57,9 @@ def image_config(name: str, model: str, dataset: str) -> ml_collections.ConfigDi
     config = base_config("image", name)
     config.dataset = dataset
     config.num_classes = DATASETS[dataset]
-    # The offline copy (train.npz, test.npz), used when TFDS has not prepared cifar10; relative to the repository
-    # root. None: $VISATTN_CIFAR10_DIR.
-    config.cifar10_dir = os.environ.get("VISATTN_CIFAR10_DIR", "../shared/data/cifar10")
+    # The offline copy (train.npz, test.npz), used when TFDS has not prepared cifar10: $VISATTN_CIFAR10_DIR, else
+    # shared/data/cifar10 beside the repository (an absolute path, so runs from notebooks/ find it too).
+    config.cifar10_dir = os.environ.get("VISATTN_CIFAR10_DIR", str(_REPOSITORY.parent / "shared" / "data" / "cifar10"))
     config.model = model
     config.dtype = "float32"  # "bfloat16": mixed precision (float32 parameters, statistics and loss)
     config.model_overrides = ml_collections.ConfigDict()  # fields of the network, e.g. {"zero_init_last": True}

@@ -1,0 +1,178 @@
+"""Training-step throughput of the Residual Attention Networks against a PyTorch implementation of the same network.
+
+Command (run it on a quiet machine, see ../shared/PERF.md):
+
+    .venv/bin/python -m experiments.benchmarks.residual_attention_train [--steps 5] [--threads 2] [--only cifar_attention92]
+
+Networks: CIFAR Attention-92 at batch 64 on 32x32 (the paper's CIFAR batch) and ImageNet Attention-56 at batch 8
+on 224x224. The PyTorch network is written below from the same description as ``visattn_jax.residual_attention``
+(the Caffe prototxts: pre-activation bottlenecks whose shortcut convolves the pre-activated input, 3x3/2
+ceil-mode max pools, align-corners bilinear upsampling to the matching map, skip units, the two-1x1-conv head
+without bias, ``(1 + M) * T``); its hyperparameters are read from our registered module, and the parameter
+counts of both are printed (equal counts: the same layers). Rows, per network: our step with XLA's default CPU
+options and with ``xla_cpu_fast_conv``; PyTorch eager, NCHW and channels_last. The ratio column is images/s over
+the "torch eager" row, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import jax
+import numpy as np
+
+from experiments.benchmarks.common import import_torch, median_seconds, print_throughput
+from experiments.benchmarks.resnet_train import jax_step
+from visattn_jax.models import create_model, num_params
+
+SETTINGS = {"cifar_attention92": (64, 32, 10), "attention56": (8, 224, 1000)}
+
+
+def torch_attention_net(torch, spec):
+    """A PyTorch Residual Attention Network with the fields of ``spec`` (a ResidualAttentionNet)."""
+    from torch import nn
+    from torch.nn import functional as F
+
+    def pool(x):
+        return F.max_pool2d(x, 3, 2, ceil_mode=True)
+
+    class Unit(nn.Module):
+        """Pre-activation bottleneck; a 1x1 (strided) conv of the pre-activated input where the shape changes."""
+
+        def __init__(self, cin, cout, stride=1):
+            super().__init__()
+            width = cout // 4
+            self.bn1, self.conv1 = nn.BatchNorm2d(cin), nn.Conv2d(cin, width, 1, bias=False)
+            self.bn2, self.conv2 = nn.BatchNorm2d(width), nn.Conv2d(width, width, 3, stride, 1, bias=False)
+            self.bn3, self.conv3 = nn.BatchNorm2d(width), nn.Conv2d(width, cout, 1, bias=False)
+            self.downsample = nn.Conv2d(cin, cout, 1, stride, bias=False) if stride != 1 or cin != cout else None
+
+        def forward(self, x):
+            pre = F.relu(self.bn1(x))
+            identity = x if self.downsample is None else self.downsample(pre)
+            y = self.conv2(F.relu(self.bn2(self.conv1(pre))))
+            return self.conv3(F.relu(self.bn3(y))) + identity
+
+    def units(c, n):
+        return nn.ModuleList(Unit(c, c) for _ in range(n))
+
+    class Attention(nn.Module):
+        def __init__(self, c, depth):
+            super().__init__()
+            self.depth = depth
+            self.pre, self.trunk, self.post = units(c, spec.p), units(c, spec.t), units(c, spec.p)
+            bottom = spec.bottom_units or 2 * spec.r
+            self.down = nn.ModuleList(units(c, bottom if level == depth - 1 else spec.r) for level in range(depth))
+            self.skips = nn.ModuleList(Unit(c, c) for _ in range(depth - 1))
+            self.up = nn.ModuleList(units(c, spec.r) for _ in range(depth - 1))
+            self.head = nn.Sequential(
+                nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, c, 1, bias=False),
+                nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, c, 1, bias=False),
+            )  # fmt: skip
+
+        def forward(self, x):
+            for unit in self.pre:
+                x = unit(x)
+            trunk = x
+            for unit in self.trunk:
+                trunk = unit(trunk)
+            m, sizes, skips = x, [], []
+            for level in range(self.depth):
+                sizes.append(m.shape[-2:])
+                m = pool(m)
+                for unit in self.down[level]:
+                    m = unit(m)
+                if level < self.depth - 1:
+                    skips.append(self.skips[level](m))
+            for level in reversed(range(self.depth)):
+                m = F.interpolate(m, size=tuple(sizes[level]), mode="bilinear", align_corners=True)
+                if level > 0:
+                    m = m + skips[level - 1]
+                    for unit in self.up[level - 1]:
+                        m = unit(m)
+            out = (1 + torch.sigmoid(self.head(m))) * trunk
+            for unit in self.post:
+                out = unit(out)
+            return out
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            s = spec.stem_features
+            if spec.stem == "imagenet":
+                self.stem = nn.Sequential(nn.Conv2d(3, s, 7, 2, 3, bias=False), nn.BatchNorm2d(s), nn.ReLU())
+            else:
+                self.stem = nn.Conv2d(3, s, 3, 1, 1, bias=False)
+            layers, cin = [], s
+            for stage in range(3):
+                width = spec.widths[stage]
+                layers.append(Unit(cin, width, 1 if stage == 0 else 2))
+                layers += [Attention(width, spec.mask_depths[stage]) for _ in range(spec.modules_per_stage[stage])]
+                cin = width
+            for i in range(spec.last_stage_units):
+                layers.append(Unit(cin, spec.widths[3], spec.last_stage_stride if i == 0 else 1))
+                cin = spec.widths[3]
+            self.layers = nn.Sequential(*layers)
+            self.bn, self.fc = nn.BatchNorm2d(cin), nn.Linear(cin, spec.num_classes)
+
+        def forward(self, x):
+            x = self.stem(x)
+            if spec.stem == "imagenet":
+                x = pool(x)
+            return self.fc(F.relu(self.bn(self.layers(x))).mean((2, 3)))
+
+    return Net()
+
+
+def torch_step(torch, model, images, labels, *, channels_last: bool):
+    model.train()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(memory_format=memory_format)
+    y = torch.from_numpy(labels.astype(np.int64))
+
+    def run():
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per row (median)")
+    parser.add_argument("--threads", type=int, default=2, help="PyTorch intra-op threads")
+    parser.add_argument("--only", default="", help=f"comma-separated subset of {sorted(SETTINGS)}")
+    args = parser.parse_args()
+    only = [n for n in args.only.split(",") if n]
+    unknown = sorted(set(only) - set(SETTINGS))
+    if unknown:
+        parser.error(f"unknown network(s) {unknown}; choose from {sorted(SETTINGS)}")
+    torch = import_torch(args.threads)
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}; torch {torch.__version__ if torch else '-'}")
+    for name, (batch, size, classes) in SETTINGS.items():
+        if only and name not in only:
+            continue
+        rng = np.random.default_rng(0)
+        images = rng.normal(size=(batch, size, size, 3)).astype(np.float32)
+        labels = rng.integers(0, classes, batch).astype(np.int32)
+        rows = {}
+        for label, fast in (("visattn (XLA default)", False), ("visattn (XLA fast conv)", True)):
+            rows[label] = median_seconds(jax_step(name, images, labels, fast_conv=fast), args.steps)
+        counts = f"parameters: ours {num_params(name):,}"
+        if torch is not None:
+            spec = create_model(name)
+            model = torch_attention_net(torch, spec)
+            counts += f", torch {sum(p.numel() for p in model.parameters()):,}"
+            for label, channels_last in (("torch eager", False), ("torch eager channels_last", True)):
+                rows[label] = median_seconds(
+                    torch_step(torch, model, images, labels, channels_last=channels_last), args.steps
+                )
+        print(f"\n{name}, batch {batch} at {size}x{size}, training step ({counts}):")
+        print_throughput(rows, batch, "torch eager")
+
+
+if __name__ == "__main__":
+    main()
