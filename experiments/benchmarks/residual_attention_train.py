@@ -21,7 +21,7 @@ import argparse
 import jax
 import numpy as np
 
-from experiments.benchmarks.common import import_torch, median_seconds, print_throughput
+from experiments.benchmarks.common import import_torch, median_seconds, print_throughput, torch_training_step
 from experiments.benchmarks.resnet_train import jax_step
 from visattn_jax.models import create_model, num_params
 
@@ -124,22 +124,6 @@ def torch_attention_net(torch, spec):
     return Net()
 
 
-def torch_step(torch, model, images, labels, *, channels_last: bool):
-    model.train()
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(memory_format=memory_format)
-    y = torch.from_numpy(labels.astype(np.int64))
-
-    def run():
-        opt.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-
-    return run
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per row (median)")
@@ -168,7 +152,7 @@ def main() -> None:
             counts += f", torch {sum(p.numel() for p in model.parameters()):,}"
             for label, channels_last in (("torch eager", False), ("torch eager channels_last", True)):
                 rows[label] = median_seconds(
-                    torch_step(torch, model, images, labels, channels_last=channels_last), args.steps
+                    torch_training_step(torch, model, images, labels, channels_last=channels_last), args.steps
                 )
         print(f"\n{name}, batch {batch} at {size}x{size}, training step ({counts}):")
         print_throughput(rows, batch, "torch eager")

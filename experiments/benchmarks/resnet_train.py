@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments.benchmarks.common import import_torch, median_seconds, print_throughput
+from experiments.benchmarks.common import import_torch, median_seconds, print_throughput, torch_training_step
 from visattn_jax.models import create_model
 from visattn_jax.train.loop import _CPU_CONV_OPTIONS
 
@@ -130,20 +130,7 @@ def torch_step(torch, net: str, images: np.ndarray, labels: np.ndarray, *, chann
         except ImportError:
             return None
         model = timm.create_model(net, pretrained=False)
-    model.train()
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(memory_format=memory_format)
-    y = torch.from_numpy(labels.astype(np.int64))
-
-    def run():
-        opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-
-    return run
+    return torch_training_step(torch, model, images, labels, channels_last=channels_last)
 
 
 # Per-image inference at 224x224 (batch 1, evaluation mode): the SENet paper's CPU figure is 164 ms (ResNet-50)
