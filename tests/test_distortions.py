@@ -179,3 +179,24 @@ def test_clutter_comes_from_other_digits():
             assert np.sum(out[i] == value) <= 28 * 28  # the digit's own pixels, no piece of it elsewhere
     with pytest.raises(ValueError, match="at least 2 digits"):
         data.cluttered(jax.random.PRNGKey(0), digits[:1])
+
+
+def test_reading_prepared_mnist_does_not_import_tensorflow(tmp_path):
+    """Preparing MNIST needs TensorFlow once; reading it afterwards must not import it (nor probe GCS)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    source = Path(__file__).parent.parent.parent / "shared" / "data" / "mnist"
+    if not (source / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip("the offline MNIST files are not beside the repository")
+    code = (
+        "import sys; from visattn_jax import data; "
+        f"x, y = data.load_image_dataset('mnist', 'test', data_dir={str(tmp_path)!r}, source_dir={str(source)!r}); "
+        "print(x.shape, 'tensorflow' in sys.modules)"
+    )
+    for expected in ("(10000, 28, 28, 1)", "(10000, 28, 28, 1) False"):  # the first run prepares, with TF
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.stdout.strip().splitlines()[-1].startswith(expected), result.stdout
+    assert "OpenCV" not in result.stderr and "oneDNN" not in result.stderr
