@@ -244,9 +244,10 @@ def plot_excitations(
       classes: the classes to draw (each averaged over its images); a dashed line is the mean over all.
     """
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     labels = np.asarray(labels)
-    fig = Figure(figsize=(4.0 * len(excitations), 2.8))
+    fig = Figure(figsize=(4.0 * len(excitations) + 0.8, 2.8))
     axes = np.atleast_1d(fig.subplots(1, len(excitations)))
     for ax, (name, values) in zip(axes, excitations.items(), strict=True):
         values = np.asarray(values, np.float64)
@@ -257,9 +258,11 @@ def plot_excitations(
         ax.set_title(name, fontsize=8)
         ax.set_xlabel("channel index", fontsize=8)
         ax.set_ylim(0, 1)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].set_ylabel("mean excitation", fontsize=8)
-    axes[-1].legend(fontsize=6, loc="lower right")
-    fig.tight_layout()
+    handles, names = axes[-1].get_legend_handles_labels()
+    fig.tight_layout(rect=(0, 0, 0.9, 1))
+    fig.legend(handles, names, fontsize=7, loc="center right")
     path = Path(path)
     fig.savefig(path, dpi=120)
     return path
