@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from visattn_jax import models
+from visattn_jax import models, weights
 from visattn_jax.residual_attention import AttentionModule, mask_activation, resize_align_corners
 
 
@@ -207,14 +207,39 @@ def test_cifar_attention_trains_one_step():
         model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 1)))
 
 
-def test_benchmark_torch_network_has_our_layers_torch():
-    """The PyTorch Residual Attention Network of the benchmark is built from our module's fields and has exactly
-    our parameter count (CIFAR Attention-92 and ImageNet Attention-56)."""
+def test_benchmark_torch_network_is_an_independent_port_torch():
+    """The PyTorch Residual Attention Network of the benchmark (written from the prototxts' description, its
+    hyperparameters read from our module) has exactly our parameters and, given our weights and BatchNorm
+    statistics, our logits, at an even and an odd input size."""
     torch = pytest.importorskip("torch")
     from experiments.benchmarks.residual_attention_train import torch_attention_net
 
     for name in ("cifar_attention92", "attention56"):
         net = torch_attention_net(torch, models.create_model(name))
         assert sum(p.numel() for p in net.parameters()) == models.num_params(name)
-    logits = torch_attention_net(torch, models.create_model("cifar_attention56"))(torch.zeros(2, 3, 33, 33))
-    assert tuple(logits.shape) == (2, 10)
+    model = models.create_model("cifar_attention56")
+    variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 40, 40, 3)))
+    rng = np.random.default_rng(0)
+    # Random BatchNorm scales, shifts and statistics, so that no layer is the identity.
+    variables = jax.tree_util.tree_map_with_path(
+        lambda path, v: (
+            v
+            if path[-1].key in ("kernel",)
+            else jnp.asarray(
+                rng.uniform(0.5, 1.5, v.shape) if path[-1].key in ("scale", "var") else rng.normal(0, 0.1, v.shape),
+                v.dtype,
+            )
+        ),
+        variables,
+    )
+    net = torch_attention_net(torch, model).eval()
+    missing, unexpected = net.load_state_dict(
+        {k: torch.from_numpy(v) for k, v in weights.to_torch_state_dict(variables).items()}, strict=False
+    )
+    assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing)
+    for size in (40, 33):
+        x = rng.normal(size=(2, size, size, 3)).astype(np.float32)
+        ours = model.apply(variables, jnp.asarray(x), train=False)
+        with torch.no_grad():
+            theirs = net(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
+        np.testing.assert_allclose(np.asarray(ours), theirs, rtol=1e-4, atol=1e-4)

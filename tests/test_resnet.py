@@ -253,6 +253,11 @@ def test_state_dict_round_trip_without_torch():
     )
     np.testing.assert_array_equal(variables["params"]["fc"]["kernel"], sd["fc.weight"].T)
     np.testing.assert_array_equal(variables["batch_stats"]["bn1"]["var"], sd["bn1.running_var"])
+    # And back: to_torch_state_dict is the inverse (every key, layout and value).
+    back = weights.to_torch_state_dict(variables)
+    assert set(back) == set(sd) - {"bn1.num_batches_tracked"}
+    for key, value in back.items():
+        np.testing.assert_array_equal(value, sd[key])
 
 
 def test_state_dict_errors_name_every_tensor():

@@ -32,7 +32,7 @@ import numpy as np
 
 from visattn_jax import models
 
-__all__ = ["StateDictMismatchError", "from_torch_state_dict", "load_state_dict", "torch_name"]
+__all__ = ["StateDictMismatchError", "from_torch_state_dict", "load_state_dict", "to_torch_state_dict", "torch_name"]
 
 _INDEX = re.compile(r"^(.*)_(\d+)$")
 _LEAF = {
@@ -132,3 +132,17 @@ def from_torch_state_dict(name: str, state_dict: Mapping[str, Any], **overrides:
     size = models.input_size(name)
     template = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)), train=False))
     return load_state_dict(template, state_dict)
+
+
+def to_torch_state_dict(variables: Any) -> dict[str, np.ndarray]:
+    """Flax variables -> a PyTorch ``state_dict`` of NumPy arrays (the inverse of :func:`load_state_dict`): conv
+    kernels ``[kh, kw, I, O]`` -> ``[O, I, kh, kw]``, dense kernels ``[I, O]`` -> ``[O, I]``, BatchNorm
+    statistics as ``running_mean`` / ``running_var``. Load it with ``model.load_state_dict({k:
+    torch.from_numpy(v) ...}, strict=False)`` (``num_batches_tracked`` is not produced)."""
+    out = {}
+    for path, value in flax.traverse_util.flatten_dict(flax.core.unfreeze(jax.device_get(variables))).items():
+        array = np.asarray(value)
+        if path[-1] == "kernel":
+            array = array.transpose(3, 2, 0, 1) if array.ndim == 4 else array.T
+        out[torch_name(path)] = np.array(array, order="C")  # a writable copy (torch.from_numpy wants one)
+    return out

@@ -56,19 +56,21 @@ def torch_attention_net(torch, spec):
     def units(c, n):
         return nn.ModuleList(Unit(c, c) for _ in range(n))
 
+    # Module names mirror ours (visattn_jax.weights.torch_name), so our variables load into this network.
     class Attention(nn.Module):
         def __init__(self, c, depth):
             super().__init__()
             self.depth = depth
             self.pre, self.trunk, self.post = units(c, spec.p), units(c, spec.t), units(c, spec.p)
             bottom = spec.bottom_units or 2 * spec.r
-            self.down = nn.ModuleList(units(c, bottom if level == depth - 1 else spec.r) for level in range(depth))
-            self.skips = nn.ModuleList(Unit(c, c) for _ in range(depth - 1))
-            self.up = nn.ModuleList(units(c, spec.r) for _ in range(depth - 1))
-            self.head = nn.Sequential(
-                nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, c, 1, bias=False),
-                nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, c, 1, bias=False),
-            )  # fmt: skip
+            for level in range(depth):
+                self.add_module(f"mask_down{level}", units(c, bottom if level == depth - 1 else spec.r))
+                if level < depth - 1:
+                    self.add_module(f"mask_skip{level}", Unit(c, c))
+                if level > 0:
+                    self.add_module(f"mask_up{level}", units(c, spec.r))
+            self.mask_bn1, self.mask_conv1 = nn.BatchNorm2d(c), nn.Conv2d(c, c, 1, bias=False)
+            self.mask_bn2, self.mask_conv2 = nn.BatchNorm2d(c), nn.Conv2d(c, c, 1, bias=False)
 
         def forward(self, x):
             for unit in self.pre:
@@ -80,17 +82,19 @@ def torch_attention_net(torch, spec):
             for level in range(self.depth):
                 sizes.append(m.shape[-2:])
                 m = pool(m)
-                for unit in self.down[level]:
+                for unit in getattr(self, f"mask_down{level}"):
                     m = unit(m)
                 if level < self.depth - 1:
-                    skips.append(self.skips[level](m))
+                    skips.append(getattr(self, f"mask_skip{level}")(m))
             for level in reversed(range(self.depth)):
                 m = F.interpolate(m, size=tuple(sizes[level]), mode="bilinear", align_corners=True)
                 if level > 0:
                     m = m + skips[level - 1]
-                    for unit in self.up[level - 1]:
+                    for unit in getattr(self, f"mask_up{level}"):
                         m = unit(m)
-            out = (1 + torch.sigmoid(self.head(m))) * trunk
+            m = self.mask_conv1(F.relu(self.mask_bn1(m)))
+            m = self.mask_conv2(F.relu(self.mask_bn2(m)))
+            out = (1 + torch.sigmoid(m)) * trunk
             for unit in self.post:
                 out = unit(out)
             return out
@@ -99,27 +103,37 @@ def torch_attention_net(torch, spec):
         def __init__(self):
             super().__init__()
             s = spec.stem_features
-            if spec.stem == "imagenet":
-                self.stem = nn.Sequential(nn.Conv2d(3, s, 7, 2, 3, bias=False), nn.BatchNorm2d(s), nn.ReLU())
-            else:
-                self.stem = nn.Conv2d(3, s, 3, 1, 1, bias=False)
-            layers, cin = [], s
+            self.conv1 = (
+                nn.Conv2d(3, s, 7, 2, 3, bias=False)
+                if spec.stem == "imagenet"
+                else nn.Conv2d(3, s, 3, 1, 1, bias=False)
+            )
+            self.bn1 = nn.BatchNorm2d(s) if spec.stem == "imagenet" else None
+            cin = s
             for stage in range(3):
                 width = spec.widths[stage]
-                layers.append(Unit(cin, width, 1 if stage == 0 else 2))
-                layers += [Attention(width, spec.mask_depths[stage]) for _ in range(spec.modules_per_stage[stage])]
+                self.add_module(f"unit{stage + 1}", Unit(cin, width, 1 if stage == 0 else 2))
+                modules = [Attention(width, spec.mask_depths[stage]) for _ in range(spec.modules_per_stage[stage])]
+                self.add_module(f"attention{stage + 1}", nn.ModuleList(modules))
                 cin = width
+            last = []
             for i in range(spec.last_stage_units):
-                layers.append(Unit(cin, spec.widths[3], spec.last_stage_stride if i == 0 else 1))
+                last.append(Unit(cin, spec.widths[3], spec.last_stage_stride if i == 0 else 1))
                 cin = spec.widths[3]
-            self.layers = nn.Sequential(*layers)
-            self.bn, self.fc = nn.BatchNorm2d(cin), nn.Linear(cin, spec.num_classes)
+            self.unit4 = nn.ModuleList(last)
+            self.bn_final, self.fc = nn.BatchNorm2d(cin), nn.Linear(cin, spec.num_classes)
 
         def forward(self, x):
-            x = self.stem(x)
-            if spec.stem == "imagenet":
-                x = pool(x)
-            return self.fc(F.relu(self.bn(self.layers(x))).mean((2, 3)))
+            x = self.conv1(x)
+            if self.bn1 is not None:
+                x = pool(F.relu(self.bn1(x)))
+            for stage in range(1, 4):
+                x = getattr(self, f"unit{stage}")(x)
+                for module in getattr(self, f"attention{stage}"):
+                    x = module(x)
+            for unit in self.unit4:
+                x = unit(x)
+            return self.fc(F.relu(self.bn_final(x)).mean((2, 3)))
 
     return Net()
 
