@@ -34,7 +34,10 @@ for item in "${cells[@]}"; do
       --workdir="runs/$experiment/$name" --config.progress=False "${seed[@]}"
   echo "$cell: $(( $(date +%s) - start )) s wall-clock"
   cp "runs/$experiment/$name/summary.json" "experiments/results/$experiment/$name.json"
+  # The attention figures (SE excitations, attention masks) of every run; the others only for single runs.
   for figure in "runs/$experiment/$name"/*.png; do
-    [ -e "$figure" ] && cp "$figure" "experiments/results/$experiment/${name}_$(basename "$figure")"
+    if [[ $name != *_seed* || $figure == *excitations.png || $figure == *attention_masks.png ]]; then
+      cp "$figure" "experiments/results/$experiment/${name}_$(basename "$figure")"
+    fi
   done
 done
