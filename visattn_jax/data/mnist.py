@@ -31,6 +31,16 @@ class _TFDSAdvice(logging.Filter):
 logging.getLogger("absl").addFilter(_TFDSAdvice())
 
 
+def _quiet_tensorflow() -> None:
+    """Preparing a dataset imports TensorFlow, whose C++ start-up lines (the oneDNN notice, a failed
+    Google-metadata authentication attempt) say nothing about the run. Unless the user set them: no oneDNN
+    custom ops (``TF_ENABLE_ONEDNN_OPTS=0``: TF only decodes and writes the images here, so its numerics do not
+    matter; the notice is printed before TF's log level applies) and no INFO / WARNING logs
+    (``TF_CPP_MIN_LOG_LEVEL=2``). Errors still show."""
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
 class DataUnavailableError(RuntimeError):
     """A dataset could not be found or prepared; the message says how to make it available."""
 
@@ -109,6 +119,7 @@ def prepare_mnist(*, data_dir: str | os.PathLike | None = None, source_dir: str 
 
     import tensorflow_datasets as tfds
 
+    _quiet_tensorflow()
     builder = tfds.builder("mnist", data_dir=str(data_dir), file_format="array_record")
     if not builder.is_prepared():
         try:
@@ -122,6 +133,7 @@ def prepare_mnist(*, data_dir: str | os.PathLike | None = None, source_dir: str 
 def _load_with_tf_data(name: str, split: str, data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     import tensorflow_datasets as tfds
 
+    _quiet_tensorflow()
     try:
         arrays = tfds.as_numpy(tfds.load(name, split=split, data_dir=str(data_dir), batch_size=-1, download=False))
     except ImportError as error:
@@ -156,6 +168,7 @@ def load_image_dataset(
     """
     import tensorflow_datasets as tfds
 
+    _quiet_tensorflow()  # in case TFDS imports it below (preparing, or reading TFRecord files)
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     if name not in tfds.list_builders(with_community_datasets=False):  # the community list reads GCS through TF
         raise ValueError(
@@ -173,6 +186,7 @@ def load_image_dataset(
             prepare_mnist(data_dir=data_dir, source_dir=source_dir)
         else:
             try:
+                _quiet_tensorflow()
                 tfds.builder(name, data_dir=str(data_dir), file_format="array_record").download_and_prepare()
             except Exception as error:
                 raise DataUnavailableError(
