@@ -264,7 +264,9 @@ def test_resume_logs_each_step_once_and_keeps_the_history(tmp_path):
 
     config = _config(4, checkpoint_every=2, eval_every=1)
     train.fit(_toy_task(), config, tmp_path, progress=False)
-    shutil.rmtree(tmp_path / "checkpoints" / "4")  # as if the process died after logging steps 3 and 4
+    shutil.rmtree(tmp_path / "checkpoints" / "4")  # as if the process died after logging steps 3 and 4 ...
+    with open(tmp_path / "metrics.jsonl", "a") as log:
+        log.write('{"step": 5, "loss": 0.1')  # ... in the middle of a line
     _, summary = train.fit(_toy_task(), _config(5, checkpoint_every=2, eval_every=1), tmp_path, progress=False)
     assert summary["steps_this_run"] == 3
     steps = _logged_steps(tmp_path)

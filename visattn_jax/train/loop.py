@@ -298,7 +298,7 @@ class _MetricsLog:
             # A resumed run repeats the steps after its checkpoint: drop what was logged after it (and, for a
             # finished run that has nothing left to train, nothing is appended).
             lines = path.read_text().splitlines()
-            kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= start]
+            kept = [line for line in lines if (record := _record(line)) is not None and record["step"] <= start]
             if len(kept) != len(lines):
                 path.write_text("".join(line + "\n" for line in kept))
         self._jsonl = open(path, "a")  # noqa: SIM115 (closed in close())
@@ -467,11 +467,22 @@ def fit(task: Task, config, workdir: str | Path, *, progress: bool = True) -> tu
     return state, summary
 
 
+def _record(line: str) -> dict[str, Any] | None:
+    """One ``metrics.jsonl`` line, or None for a blank or cut-off one (a process killed while writing it)."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) and "step" in record else None
+
+
 def _evaluation_history(metrics_jsonl: Path, final_step: int) -> list[dict[str, Any]]:
     """The intermediate evaluations of a run (resumed runs included), read back from its ``metrics.jsonl``."""
     history = []
     for line in metrics_jsonl.read_text().splitlines():
-        record = json.loads(line)
+        record = _record(line)
+        if record is None:
+            continue
         scalars = {k.removeprefix("eval/"): v for k, v in record.items() if k.startswith("eval/")}
         if scalars and record["step"] < final_step:
             history.append({"step": record["step"], **scalars})
