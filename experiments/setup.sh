@@ -7,15 +7,16 @@
 # ../shared/data/mnist beside the repository), they are copied into TFDS's manual folder, where TFDS finds them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+started=$(date +%s)
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-echo "setup: installing visattn_jax and its test / experiment dependencies into .venv (about a minute)"
+echo "setup: installing visattn_jax and its test / experiment dependencies into .venv (a minute or two on a fresh machine; seconds when already there)"
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test,benchmarks,experiments]"
 if [ "${VISATTN_WITH_TORCH:-1}" = "1" ]; then
-  echo "setup: installing the PyTorch / timm references (torch 2.14.1, torchvision 0.29.1, timm)"
+  echo "setup: installing the PyTorch / timm references (torch 2.14.1, torchvision 0.29.1, timm; about 5.5 GB, several minutes on a fresh machine)"
   .venv/bin/python -m pip install --quiet -e ".[reference]" || echo "setup: torch / timm not installed; their comparisons will be skipped"
 fi
 mnist_dir=${VISATTN_MNIST_DIR:-../shared/data/mnist}
@@ -26,3 +27,4 @@ if [ -f "$mnist_dir/train-images-idx3-ubyte.gz" ]; then
   echo "setup: MNIST files from $mnist_dir are in $manual_dir"
 fi
 .venv/bin/python -c "import jax, visattn_jax; print('setup: visattn_jax', visattn_jax.__version__, 'with jax', jax.__version__, 'on', jax.devices()[0].platform)"
+echo "setup: done in $(( $(date +%s) - started )) s"
