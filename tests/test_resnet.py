@@ -282,3 +282,26 @@ def test_unknown_model_for_import():
 @pytest.mark.parametrize("name", ["resnet18", "resnet50", "resnext50_32x4d"])
 def test_timm_logits_after_import_torch(name):
     assert_timm_logits_match(name)
+
+
+@pytest.mark.parametrize("block", ["basic", "bottleneck", "preact_bottleneck"])
+def test_pre_position_leaves_the_identity_path_alone(block):
+    """SE-PRE recalibrates the residual branch's input only: with a gate of 0 there, the branch sees zeros and the
+    output still passes x through the identity (d out / d x is 0 or 1 per element, and often 1)."""
+
+    class Zero(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return x * 0.0
+
+    from visattn_jax.resnet import _BLOCKS
+
+    width = 16 if block == "basic" else 64
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, width))
+    block_module = _BLOCKS[block](features=width, attention=Zero, attention_position="pre")
+    block_vars = block_module.init(jax.random.PRNGKey(2), x)
+    tangent = jax.random.normal(jax.random.PRNGKey(3), x.shape)
+    _, out_dot = jax.jvp(lambda v: block_module.apply(block_vars, v), (x,), (tangent,))
+    ratio = np.asarray(out_dot / tangent)
+    assert np.all(np.isclose(ratio, 0.0, atol=1e-5) | np.isclose(ratio, 1.0, atol=1e-5))
+    assert np.mean(np.isclose(ratio, 1.0, atol=1e-5)) > 0.2

@@ -23,7 +23,8 @@ a tensor of the same shape. Every residual unit of the stages in ``attention_sta
 ``attention_position``:
 
   ``"residual"``   on the residual branch after its last BN, before the addition (SENet's standard block)
-  ``"pre"``        on the unit's input, before the residual branch (the identity path is left alone)
+  ``"pre"``        on the residual branch's input, before its first layer (SE-PRE; the identity path keeps
+                   the unit's input)
   ``"post"``       after the addition (and the ReLU of post-activation units)
   ``"identity"``   on the identity (shortcut) branch
   ``"after_3x3"``  on the residual branch right after the 3x3 convolution's BN and ReLU
@@ -138,10 +139,9 @@ class BasicBlock(_Unit):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = _apply_attention(self, "pre", x)
-        identity = self._shortcut(x, train)
-        identity = _apply_attention(self, "identity", identity)
-        y = self._conv(self.features, 3, self.strides, name="conv1")(x)
+        identity = _apply_attention(self, "identity", self._shortcut(x, train))
+        y = _apply_attention(self, "pre", x)  # SE-PRE: the residual branch's input only
+        y = self._conv(self.features, 3, self.strides, name="conv1")(y)
         y = nn.relu(self._bn(train, "bn1")(y))
         y = _apply_attention(self, "after_3x3", y)
         y = self._conv(self.features, 3, name="conv2")(y)
@@ -163,9 +163,9 @@ class Bottleneck(_Unit):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         width = self.width or self.features // 4
         s1, s3 = (self.strides, 1) if self.stride_in_1x1 else (1, self.strides)
-        x = _apply_attention(self, "pre", x)
         identity = _apply_attention(self, "identity", self._shortcut(x, train))
-        y = self._conv(self.width_1x1 or width, 1, s1, name="conv1")(x)
+        y = _apply_attention(self, "pre", x)  # SE-PRE: the residual branch's input only
+        y = self._conv(self.width_1x1 or width, 1, s1, name="conv1")(y)
         y = nn.relu(self._bn(train, "bn1")(y))
         y = self._conv(width, 3, s3, groups=self.groups, name="conv2")(y)
         y = nn.relu(self._bn(train, "bn2")(y))
@@ -186,8 +186,10 @@ class PreActBottleneck(_Unit):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         width = self.width or self.features // 4
-        x = _apply_attention(self, "pre", x)
-        pre = nn.relu(self._bn(train, "bn1")(x))
+        # SE-PRE acts on the residual branch's input; the identity path keeps x (a downsampling unit's shortcut
+        # convolves the shared pre-activation, as in the prototxts, so there it sees the recalibrated input).
+        branch = _apply_attention(self, "pre", x)
+        pre = nn.relu(self._bn(train, "bn1")(branch))
         if self.strides == 1 and x.shape[-1] == self.features:
             identity = x
         else:
