@@ -372,11 +372,6 @@ def fit(task: Task, config, workdir: str | Path, *, progress: bool = True) -> tu
     eval_step = jax.jit(task.eval_fn)
     stream = _global_batches(task, start, mesh) if task.train_stream is not None else None
     log = _MetricsLog(workdir, start)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=config.num_steps, initial=start, unit="step", dynamic_ncols=True)
 
     def save(step: int) -> None:
         manager.save(step, args=ocp.args.StandardSave(state), force=True)
@@ -389,10 +384,15 @@ def fit(task: Task, config, workdir: str | Path, *, progress: bool = True) -> tu
         print(f"The run in {workdir} is complete ({start} of {config.num_steps} steps): evaluating it again only.")
     else:
         print(
-            f"Training {config.num_steps - start} step{'s' if config.num_steps - start > 1 else ''}; the first one compiles the training step with XLA "
-            "(tens of seconds on a CPU, longer for deep networks).",
+            f"Training {config.num_steps - start} step{'s' if config.num_steps - start > 1 else ''}; the first one "
+            "compiles the training step with XLA (tens of seconds on a CPU, longer for deep networks).",
             flush=True,
         )
+    bar = None
+    if progress:  # after the status line, so the bar does not print above it
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.num_steps, initial=start, unit="step", dynamic_ncols=True)
     try:
         for step in range(start, config.num_steps):
             if stream is None:
