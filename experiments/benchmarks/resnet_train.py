@@ -152,6 +152,8 @@ def torch_inference(torch, name: str, image: np.ndarray):
         import timm
     except ImportError:
         return None
+    if not timm.is_model(name):  # timm has legacy_seresnet50 but no legacy_resnet50
+        return None
     model = timm.create_model(name, pretrained=False).eval()
     x = torch.from_numpy(image).permute(0, 3, 1, 2).contiguous()
 
@@ -173,13 +175,15 @@ def inference(torch, steps: int) -> None:
         run = torch_inference(torch, name, image) if torch is not None else None
         if run is not None:
             rows[name]["timm eager"] = median_seconds(run, steps)
-    columns = list(rows[INFERENCE[0]])
+    columns = list(dict.fromkeys(c for row in rows.values() for c in row))
     print("\nInference, one 224x224 image, ms (the SENet paper, CPU: ResNet-50 164, SE-ResNet-50 167, 1.018x):")
     print(f"  {'network':<20}" + "".join(f"{c:>26}" for c in columns))
     for name, row in rows.items():
-        print(f"  {name:<20}" + "".join(f"{row[c] * 1e3:>26.1f}" for c in columns if c in row))
+        print(f"  {name:<20}" + "".join(f"{row[c] * 1e3:>26.1f}" if c in row else f"{'-':>26}" for c in columns))
     for plain, se in (("resnet50", "seresnet50"), ("legacy_resnet50", "legacy_seresnet50")):
-        ratios = "  ".join(f"{c} {rows[se][c] / rows[plain][c]:.3f}x" for c in columns if c in rows[se])
+        ratios = "  ".join(
+            f"{c} {rows[se][c] / rows[plain][c]:.3f}x" for c in columns if c in rows[se] and c in rows[plain]
+        )
         print(f"  {se} / {plain}: {ratios}")
 
 
