@@ -311,7 +311,7 @@ def test_cifar_config_errors():
 def test_cifar_cpu_n_budget():
     config = cifar.get_config("se_resnet20,cpu3")
     steps = train.resolve_epochs(config, 390)
-    assert steps.num_steps == 1170 and list(steps.decay_boundaries) == [585, 877]
+    assert steps.num_steps == 1170 and list(steps.decay_boundaries) == [585, 878]  # 2.25 epochs = 877.5 steps
     assert cifar.get_config("resnet20,cpu20").num_epochs == cifar.get_config("resnet20,cpu").num_epochs
 
 
