@@ -112,6 +112,5 @@ def test_fcn_baseline_is_about_the_cnn_size(size, cnn_params, fcn_params):
     # The next width up would exceed the CNN's count: the largest that fits.
     w = stn.fcn_features_matching_cnn(size)[0] + 1
     assert size * size * w + w + w * w + w + w * 10 + 10 > cnn_params
-    assert (
-        count(stn.stn_classifier("fcn", input_size=size, features=(128, 128))) > 2 * cnn_params if size == 42 else True
-    )
+    if size == 42:  # the former fixed 2 x 128 was about three times the CNN's size there
+        assert count(stn.stn_classifier("fcn", input_size=size, features=(128, 128))) > 2 * cnn_params

@@ -61,3 +61,12 @@ def torch_training_step(torch, model, images, labels, *, channels_last: bool) ->
         opt.step()
 
     return run
+
+
+def parse_only(parser, value: str, choices) -> list[str]:
+    """The names of a ``--only a,b`` option, checked against ``choices`` (an argparse error names the valid ones)."""
+    only = [n for n in value.split(",") if n]
+    unknown = sorted(set(only) - set(choices))
+    if unknown:
+        parser.error(f"unknown network(s) {unknown}; choose from {sorted(choices)}")
+    return only

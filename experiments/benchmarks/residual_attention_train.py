@@ -19,10 +19,15 @@ from __future__ import annotations
 import argparse
 
 import jax
-import numpy as np
 
-from experiments.benchmarks.common import import_torch, median_seconds, print_throughput, torch_training_step
-from experiments.benchmarks.resnet_train import jax_step
+from experiments.benchmarks.common import (
+    import_torch,
+    median_seconds,
+    parse_only,
+    print_throughput,
+    torch_training_step,
+)
+from experiments.benchmarks.resnet_train import jax_rows
 from visattn_jax.models import create_model, num_params
 
 SETTINGS = {"cifar_attention92": (64, 32, 10), "attention56": (8, 224, 1000)}
@@ -144,21 +149,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="PyTorch intra-op threads")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {sorted(SETTINGS)}")
     args = parser.parse_args()
-    only = [n for n in args.only.split(",") if n]
-    unknown = sorted(set(only) - set(SETTINGS))
-    if unknown:
-        parser.error(f"unknown network(s) {unknown}; choose from {sorted(SETTINGS)}")
+    only = parse_only(parser, args.only, SETTINGS)
     torch = import_torch(args.threads)
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; torch {torch.__version__ if torch else '-'}")
     for name, (batch, size, classes) in SETTINGS.items():
         if only and name not in only:
             continue
-        rng = np.random.default_rng(0)
-        images = rng.normal(size=(batch, size, size, 3)).astype(np.float32)
-        labels = rng.integers(0, classes, batch).astype(np.int32)
-        rows = {}
-        for label, fast in (("visattn (XLA default)", False), ("visattn (XLA fast conv)", True)):
-            rows[label] = median_seconds(jax_step(name, images, labels, fast_conv=fast), args.steps)
+        images, labels, rows = jax_rows(name, batch, size, classes, args.steps)
         counts = f"parameters: ours {num_params(name):,}"
         if torch is not None:
             spec = create_model(name)

@@ -28,7 +28,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments.benchmarks.common import import_torch, median_seconds, print_throughput, torch_training_step
+from experiments.benchmarks.common import (
+    import_torch,
+    median_seconds,
+    parse_only,
+    print_throughput,
+    torch_training_step,
+)
 from visattn_jax.models import create_model
 from visattn_jax.train.loop import _CPU_CONV_OPTIONS
 
@@ -66,6 +72,18 @@ def jax_step(name: str, images: np.ndarray, labels: np.ndarray, *, fast_conv: bo
         loss.block_until_ready()
 
     return run
+
+
+def jax_rows(name: str, batch: int, size: int, classes: int, steps: int):
+    """Random images and labels for ``name``, and our step's median seconds with XLA's default CPU options and
+    with fast conv: ``(images, labels, {row label: seconds})``."""
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(batch, size, size, 3)).astype(np.float32)
+    labels = rng.integers(0, classes, batch).astype(np.int32)
+    rows = {}
+    for label, fast in (("visattn (XLA default)", False), ("visattn (XLA fast conv)", True)):
+        rows[label] = median_seconds(jax_step(name, images, labels, fast_conv=fast), steps)
+    return images, labels, rows
 
 
 def torch_cifar_resnet20(torch, se: bool = False):
@@ -201,22 +219,14 @@ def main() -> None:
         print(f"jax {jax.__version__} on {jax.devices()[0].platform}; torch {torch.__version__ if torch else '-'}")
         inference(torch, args.steps)
         return
-    only = [n for n in args.only.split(",") if n]
-    unknown = sorted(set(only) - set(SETTINGS))
-    if unknown:
-        parser.error(f"unknown network(s) {unknown}; choose from {sorted(SETTINGS)}")
+    only = parse_only(parser, args.only, SETTINGS)
     torch = import_torch(args.threads)
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; torch {torch.__version__ if torch else '-'}")
     results = {}
     for net, (name, batch, size, classes) in SETTINGS.items():
         if only and net not in only:
             continue
-        rng = np.random.default_rng(0)
-        images = rng.normal(size=(batch, size, size, 3)).astype(np.float32)
-        labels = rng.integers(0, classes, batch).astype(np.int32)
-        rows = {}
-        for label, fast in (("visattn (XLA default)", False), ("visattn (XLA fast conv)", True)):
-            rows[label] = median_seconds(jax_step(name, images, labels, fast_conv=fast), args.steps)
+        images, labels, rows = jax_rows(name, batch, size, classes, args.steps)
         if torch is not None:
             for label, channels_last in (("torch eager", False), ("torch eager channels_last", True)):
                 run = torch_step(torch, net, images, labels, channels_last=channels_last)

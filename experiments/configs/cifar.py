@@ -83,7 +83,7 @@ def image_config(name: str, model: str, dataset: str) -> ml_collections.ConfigDi
     return config
 
 
-def _is_budget(budget: str) -> bool:
+def is_budget(budget: str) -> bool:
     epochs = budget.removeprefix("cpu")
     return budget in BUDGETS or (budget.startswith("cpu") and epochs.isdigit() and int(epochs) > 0)
 
@@ -91,7 +91,7 @@ def _is_budget(budget: str) -> bool:
 def get_config(arg: str = "resnet20,paper") -> ml_collections.ConfigDict:
     model, budget, dataset = parse_cell(
         arg,
-        [("MODEL", MODELS, None), ("BUDGET", _is_budget, "paper"), ("DATASET", DATASETS, "cifar10")],
+        [("MODEL", MODELS, None), ("BUDGET", is_budget, "paper"), ("DATASET", DATASETS, "cifar10")],
         example="resnet20,cpu",
         describe={"BUDGET": "one of paper | cpu | cpuN (N epochs, e.g. cpu3)"},
     )

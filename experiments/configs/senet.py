@@ -65,14 +65,10 @@ CELLS = (*TABLE2, *ABLATIONS)
 SCALES = ("imagenet", "cifar")
 
 
-def _is_cifar_budget(budget: str) -> bool:
-    return cifar._is_budget(budget)
-
-
 def get_config(arg: str = "seresnet50,imagenet") -> ml_collections.ConfigDict:
     cell, scale, budget = parse_cell(
         arg,
-        [("CELL", CELLS, None), ("SCALE", SCALES, "imagenet"), ("BUDGET", _is_cifar_budget, "cpu")],
+        [("CELL", CELLS, None), ("SCALE", SCALES, "imagenet"), ("BUDGET", cifar.is_budget, "cpu")],
         example="se_pre,cifar,cpu3",
         describe={"BUDGET": "one of paper | cpu | cpuN (CIFAR scale only)"},
     )
