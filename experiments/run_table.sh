@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Runs table cells of one experiment config, one after another, on this machine's CPU budget, and copies each
 # run's summary.json to experiments/results/<experiment>/.
-# Usage: bash experiments/run_table.sh stn|ram|cifar|senet [CELL[@SEED] ...]  (a CELL is a config string such as
+# Usage: bash experiments/run_table.sh stn|ram|cifar|senet|ran [CELL[@SEED] ...]  (a CELL is a config string such as
 # st_cnn,affine,RTS; @SEED sets --config.seed and adds _seedSEED to the run's name; default: the cells reported in
 # experiments/README.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-experiment=${1:?usage: run_table.sh stn|ram|cifar|senet [CELL[@SEED] ...]}
+experiment=${1:?usage: run_table.sh stn|ram|cifar|senet|ran [CELL[@SEED] ...]}
 shift
 case "$experiment" in
   stn) config=stn_mnist.py; defaults=(st_cnn,affine,RTS cnn,none,RTS st_cnn,tps,RTS fcn,none,RTS st_fcn,affine,RTS
@@ -16,7 +16,10 @@ case "$experiment" in
   cifar) config=cifar.py; defaults=(resnet20,cpu resnet20,cpu3@0 se_resnet20,cpu3@0 resnet20,cpu3@1 se_resnet20,cpu3@1
                                     resnet20,cpu3@2 se_resnet20,cpu3@2) ;;
   senet) config=senet.py; defaults=(se_pre,cifar,cpu3@0 se_identity,cifar,cpu3@0) ;;
-  *) echo "unknown experiment $experiment (stn, ram, cifar or senet)" >&2; exit 2 ;;
+  ran) config=residual_attention.py; defaults=(attention56,arl,cpu0.5@0 attention56,nal,cpu0.5@0
+                                               attention92,arl,cpu0.5@0 attention92,nal,cpu0.5@0
+                                               preact_resnet164,arl,cpu0.5@0) ;;
+  *) echo "unknown experiment $experiment (stn, ram, cifar, senet or ran)" >&2; exit 2 ;;
 esac
 cells=("$@")
 [ ${#cells[@]} -gt 0 ] || cells=("${defaults[@]}")

@@ -442,6 +442,13 @@ def test_residual_attention_configs():
     assert ran.get_config("attention56,nal").model_overrides.residual == "nal"
     with pytest.raises(ValueError, match="VARIANT must be one of"):
         ran.get_config("attention56,mixed")
+    # The CPU budgets: cpu is 4 epochs, cpuN any positive number of epochs with the same shape.
+    for budget, steps, boundaries in [("cpu", 3124, [1562, 2343]), ("cpu0.5", 390, [195, 293])]:
+        resolved = train.resolve_epochs(ran.get_config(f"attention56,nal,{budget}"), 50_000 // 64)
+        assert resolved.num_steps == steps and list(resolved.decay_boundaries) == boundaries
+    for bad in ("cpu0", "cpu-1", "cpu.5", "cpux"):
+        with pytest.raises(ValueError, match="BUDGET must be one of"):
+            ran.get_config(f"attention56,arl,{bad}")
 
 
 def test_senet_cells_build_with_the_papers_sizes():

@@ -216,13 +216,82 @@ def test_gradients_match_finite_differences(x64, mode, align_corners):
         # Keep away from the clamp/reflection kinks (one-sided there too), still within a pixel of the border.
         coords = np.clip(coords, -0.93, 0.93)
     sample = lambda im, c: va.bilinear_sample(im, c, align_corners=align_corners, padding_mode=mode)  # noqa: E731
-    check_grads(sample, (image, coords), order=2, modes=["rev"], eps=1e-4, atol=1e-5, rtol=1e-5)
+    # Forward mode (jvp, and jvp of jvp) and reverse mode (vjp, and vjp of vjp), each against finite differences.
+    check_grads(sample, (image, coords), order=2, modes=["fwd", "rev"], eps=1e-4, atol=1e-5, rtol=1e-5)
 
 
-def test_grid_sample_gradients_match_finite_differences(x64):
-    images = _random((2, 5, 4, 3), 14).astype(np.float64)
+@pytest.mark.parametrize("channels", [1, 3])  # the image tangent has a one-channel and a several-channel form
+def test_grid_sample_gradients_match_finite_differences(x64, channels):
+    images = _random((2, 5, 4, channels), 14).astype(np.float64)
     grid = np.stack([_non_integer_coords((5, 4), 12, s, False) for s in (15, 16)]).reshape(2, 3, 4, 2)
-    check_grads(va.grid_sample, (images, grid), order=2, modes=["rev"], eps=1e-4, atol=1e-5, rtol=1e-5)
+    check_grads(va.grid_sample, (images, grid), order=2, modes=["fwd", "rev"], eps=1e-4, atol=1e-5, rtol=1e-5)
+
+
+def _inner(a, b):
+    return sum(
+        float(jnp.vdot(x, y)) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True)
+    )
+
+
+@pytest.mark.parametrize("channels", [1, 4])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_jvp_is_the_transpose_of_the_vjp(x64, channels, mode, align_corners):
+    """<v, J u> from forward mode equals <J^T v, u> from reverse mode, for random u, v (image and grid)."""
+    images = _random((3, 6, 5, channels), 40, -1, 1).astype(np.float64)
+    grid = _random((3, 7, 4, 2), 41, -1.4, 1.4).astype(np.float64)  # inside, across the border and outside
+    sample = lambda im, g: va.grid_sample(im, g, align_corners=align_corners, padding_mode=mode)  # noqa: E731
+    u = (_random(images.shape, 42, -1, 1).astype(np.float64), _random(grid.shape, 43, -1, 1).astype(np.float64))
+    v = _random((3, 7, 4, channels), 44, -1, 1).astype(np.float64)
+    out, ju = jax.jvp(sample, (images, grid), u)
+    _, vjp = jax.vjp(sample, images, grid)
+    np.testing.assert_allclose(_inner(v, ju), _inner(vjp(v), u), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(sample(images, grid)), rtol=0, atol=0)
+    # linearize gives the same tangent map, and forward- and reverse-mode Jacobians agree.
+    _, linear = jax.linearize(sample, images, grid)
+    np.testing.assert_allclose(np.asarray(linear(*u)), np.asarray(ju), rtol=1e-12, atol=1e-14)
+    for argnum in (0, 1):
+        forward = jax.jacfwd(sample, argnums=argnum)(images, grid)
+        reverse = jax.jacrev(sample, argnums=argnum)(images, grid)
+        np.testing.assert_allclose(np.asarray(forward), np.asarray(reverse), rtol=1e-12, atol=1e-14)
+
+
+def test_second_derivatives_in_every_mode_agree(x64):
+    """hessian (forward over reverse), reverse over reverse and forward over forward: the same numbers, for the
+    grid, the image (zero: the sampler is linear in it) and the mixed image-grid block."""
+    image = _random((5, 4, 2), 45, -1, 1).astype(np.float64)
+    coords = _non_integer_coords((5, 4), 3, 46, False)
+    loss = lambda im, c: jnp.sum(jnp.sin(va.bilinear_sample(im, c)))  # noqa: E731
+    both = (0, 1)
+    fwd_rev = jax.hessian(loss, argnums=both)(image, coords)
+    rev_rev = jax.jacrev(jax.jacrev(loss, argnums=both), argnums=both)(image, coords)
+    fwd_fwd = jax.jacfwd(jax.jacfwd(loss, argnums=both), argnums=both)(image, coords)
+    for other in (rev_rev, fwd_fwd):
+        chex.assert_trees_all_close(fwd_rev, other, rtol=1e-10, atol=1e-12)
+    # Mixed block d2L/dimage dcoords against a finite difference of the image gradient along the coordinates.
+    direction = _random(coords.shape, 47, -1, 1).astype(np.float64)
+    grad_image = jax.grad(loss)
+    eps = 1e-6
+    numeric = (grad_image(image, coords + eps * direction) - grad_image(image, coords - eps * direction)) / (2 * eps)
+    mixed = np.einsum("hwcnk,nk->hwc", np.asarray(fwd_rev[0][1]), direction)
+    np.testing.assert_allclose(mixed, np.asarray(numeric), rtol=1e-6, atol=1e-8)
+    assert np.abs(mixed).max() > 0.1
+
+
+def test_forward_mode_under_vmap_jit_and_in_low_precision():
+    images = _random((4, 6, 7, 3), 48)
+    grid = _random((4, 5, 3, 2), 49, -1.3, 1.3)
+    t_images, t_grid = _random(images.shape, 50), _random(grid.shape, 51)
+    fn = lambda im, g, ti, tg: jax.jvp(va.bilinear_sample, (im, g), (ti, tg))  # noqa: E731
+    out, tangent = jax.jit(jax.vmap(fn))(images, grid, t_images, t_grid)
+    ref_out, ref_tangent = jax.jvp(va.grid_sample, (images, grid), (t_images, t_grid))
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref_out), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(tangent), np.asarray(ref_tangent), atol=1e-5)
+    low = jnp.asarray(images, jnp.bfloat16)
+    out, tangent = jax.jvp(va.grid_sample, (low, grid), (low, jnp.zeros_like(grid)))
+    assert out.dtype == tangent.dtype == jnp.bfloat16
+    # Linear in the image: the tangent along the image itself is the output.
+    np.testing.assert_allclose(np.asarray(tangent, np.float32), np.asarray(out, np.float32), atol=1e-2)
 
 
 def test_hessian_matches_closed_form(x64):
@@ -295,6 +364,11 @@ def test_non_finite_coordinates_read_zero_with_zero_gradient(mode):
     )
     assert np.all(np.isfinite(np.asarray(d_image))) and np.all(np.isfinite(np.asarray(d_coords)))
     np.testing.assert_array_equal(np.asarray(d_coords[:3]), 0.0)
+    # Forward mode too: a non-finite sample's tangent is 0, whatever the tangents of the image and coordinates.
+    sample = lambda im, c: va.bilinear_sample(im, c, padding_mode=mode)  # noqa: E731
+    _, tangent = jax.jvp(sample, (image, coords), (jnp.ones_like(image), jnp.ones_like(coords)))
+    np.testing.assert_array_equal(np.asarray(tangent[:3]), 0.0)
+    assert np.all(np.isfinite(np.asarray(tangent))) and float(tangent[3, 0]) != 0
 
 
 # ------------------------------------------------------------------------------------------------------

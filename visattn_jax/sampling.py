@@ -19,21 +19,26 @@ Conventions (stated once here, used everywhere in the package)
   reflected at the image border (at the corner-pixel centres if ``align_corners`` else at the outer edges),
   then clamped. These are PyTorch's definitions, so results match ``grid_sample(mode="bilinear")``.
   (Reflecting a float32 coordinate millions of pixels away is only as exact as float32 there.)
-* **Non-finite coordinates.** A sample whose x or y is NaN or +-inf reads 0, in every padding mode, and
-  passes a zero gradient to its coordinates and to the image. (PyTorch also returns 0 there.)
-* **Differentiability.** Everything is plain ``jax.numpy``: differentiable with respect to the image and the
-  coordinates to any order (``jax.hessian`` works); sub-gradients at integer pixel coordinates are one-sided
-  (the STN paper, eq. 6-7).
+* **Non-finite coordinates.** A sample whose x or y is NaN or +-inf reads 0 (all four of its taps have
+  weight 0), in every padding mode, and passes a zero gradient and tangent to its coordinates and to the
+  image. (PyTorch also returns 0 there.)
+* **Differentiability.** With respect to the image and the coordinates, in forward and reverse mode, to any
+  order (``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``, ``jax.grad``, ``jax.hessian``). The four-tap
+  combination has a custom JVP that is linear in the tangents, so reverse mode is its transpose: flat
+  scatter-adds for the image gradient, the gathered corner values reused for the coordinate gradient.
+  Sub-gradients at integer pixel coordinates are one-sided (the STN paper, eq. 6-7).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
 
 PaddingMode = Literal["zeros", "border", "reflection"]
@@ -108,23 +113,27 @@ def _check_padding_mode(padding_mode: str) -> None:
         raise ValueError(f"padding_mode={padding_mode!r} is not supported; choose one of {sorted(_PADDING_FIXERS)}.")
 
 
-def _snap_to_pixels(pix: jax.Array, size: int) -> jax.Array:
-    """Snaps pixel coordinates within float rounding error of an integer onto it, keeping the gradient.
+def _split_pixel(pix: jax.Array, size: int) -> tuple[jax.Array, jax.Array]:
+    """Pixel coordinate -> ``(lower, fraction)``: the integer pixel at or left of it (as a float) and the
+    distance to it in ``[0, 1)``, with coordinates within float rounding error of an integer snapped onto it.
 
     Normalised pixel centres are not exact in floating point (e.g. ``((x + 1) * W - 1) / 2`` gives
-    ``j + 1e-7``), which would blend a sliver of the neighbour into the identity transform. The snap changes
-    the value by at most ``4 * eps * (size + 1)`` pixels and nothing of the gradient (straight-through), so
-    the identity and integer translations return the pixels exactly while transforms stay differentiable.
+    ``j + 1e-7`` or ``j - 1e-7``), which would blend a sliver of the neighbour into the identity transform.
+    The snap moves the value by at most ``4 * eps * (size + 1)`` pixels and changes nothing of the gradient
+    (straight-through: d fraction / d pix = 1), so the identity and integer translations return the pixels
+    exactly while transforms stay differentiable. It costs three element-wise operations beyond the floor
+    (this runs once per sample and axis in the sampler's fused loop, where each operation shows at small
+    channel counts: experiments/benchmarks/sampler.py).
     """
-    nearest = jnp.round(pix)
     tolerance = 4 * float(jnp.finfo(pix.dtype).eps) * (size + 1)
-    return jnp.where(jnp.abs(pix - nearest) <= tolerance, pix + jax.lax.stop_gradient(nearest - pix), pix)
+    lower = jnp.floor(pix + tolerance)
+    fraction = pix - lower  # in [-tolerance, 1 - tolerance)
+    return lower, fraction - jax.lax.stop_gradient(jnp.where(fraction <= tolerance, fraction, 0.0))
 
 
 def _source_pixel(coord: jax.Array, size: int, align_corners: bool, padding_mode: str) -> jax.Array:
     """Normalised coordinate along one axis -> padded pixel coordinate along that axis."""
-    pix = _PADDING_FIXERS[padding_mode](_unnormalize(coord, size, align_corners), size, align_corners)
-    return _snap_to_pixels(pix, size)
+    return _PADDING_FIXERS[padding_mode](_unnormalize(coord, size, align_corners), size, align_corners)
 
 
 def _compute_dtype(dtype) -> jnp.dtype:
@@ -174,89 +183,108 @@ def _check_align_corners(align_corners) -> None:
 # --------------------------------------------------------------------------------------------------------
 
 
-@jax.custom_vjp
-def _combine_taps(flat: jax.Array, index: tuple, weight: tuple) -> jax.Array:
-    """``sum_k weight[k][..., None] * flat[index[k]]``: four gathers of whole pixels ``[C]``.
+def _tap_values(images: jax.Array, batch, rows: tuple, cols: tuple, dtype) -> list[jax.Array]:
+    """The four corner pixels ``images[batch, rows[k], cols[k]]`` (``[..., C]`` each, in ``dtype``).
 
-    ``flat`` ``[P, C]``; ``index`` and ``weight`` are 4-tuples of ``[...]`` arrays (int32 / float).
-    A custom VJP because XLA's own transpose of the gathers is up to 1.7x slower on CPU than four explicit
-    in-bounds scatter-adds (measured with experiments/benchmarks/sampler.py). Returns ``[..., C]``.
+    Gathers with (batch, row, column) indices into ``[N, H, W, C]``: on XLA:CPU these run up to 3x faster than
+    the same gathers from the flattened ``[N H W, C]`` array (experiments/benchmarks/sampler.py, size (d)).
     """
-    return _combine_taps_fwd(flat, index, weight)[0]
+    return [images.at[batch, r, c].get(mode="promise_in_bounds").astype(dtype) for r, c in zip(rows, cols, strict=True)]
 
 
-def _gather_taps(flat: jax.Array, index: tuple, dtype) -> list[jax.Array]:
-    return [flat.at[i].get(mode="promise_in_bounds").astype(dtype) for i in index]
+def _tangent_of_image(d_images: jax.Array, batch, rows: tuple, cols: tuple, weight: tuple) -> jax.Array:
+    """``sum_k weight[k] * d_images[batch, rows[k], cols[k]]``, written so that its transpose is fast.
+
+    This is the sampler's only term that is linear in the image, so reverse mode runs its transpose: the image
+    gradient, a scatter-add. Flat row indices into ``[N H W, C]`` make that one flat scatter (not a batched
+    one). With one channel, four gathers transpose into four scatters, the fastest form measured; with several
+    channels, one gather of the four stacked taps transposes into a single scatter of ``[..., 4, C]`` windows
+    (no four image-sized buffers to add up). experiments/benchmarks/sampler.py measures both.
+    """
+    n, height, width, channels = d_images.shape
+    flat = d_images.reshape(n * height * width, channels)
+    index = [(batch * height + r) * width + c for r, c in zip(rows, cols, strict=True)]
+    dtype = weight[0].dtype
+    if channels == 1:
+        taps = [flat.at[i].get(mode="promise_in_bounds").astype(dtype) for i in index]
+        return sum(w[..., None] * t for w, t in zip(weight, taps, strict=True))
+    index = jnp.stack(jnp.broadcast_arrays(*index), axis=-1)  # [..., 4]
+    taps = flat.at[index].get(mode="promise_in_bounds").astype(dtype)  # [..., 4, C]
+    return jnp.sum(jnp.stack(weight, axis=-1)[..., None] * taps, axis=-2)
 
 
-def _combine_taps_fwd(flat, index, weight):
-    taps = _gather_taps(flat, index, weight[0].dtype)
+@jax.custom_jvp
+def _combine_taps(images: jax.Array, batch, rows: tuple, cols: tuple, weight: tuple) -> jax.Array:
+    """``sum_k weight[k][..., None] * images[batch, rows[k], cols[k]]``: the bilinear combination of 4 taps.
+
+    ``images`` ``[N, H, W, C]``; ``batch`` int32 broadcastable to the sample shape ``[...]``; ``rows``, ``cols``
+    4-tuples of int32 ``[...]`` indices inside the image; ``weight`` a 4-tuple of float ``[...]``.
+    Returns ``[..., C]`` in the weights' dtype.
+
+    A custom JVP (linear in the image tangent and in the weight tangents), so that every JAX transformation
+    works: forward mode (``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``) evaluates it, and reverse mode
+    transposes it (:func:`_tangent_of_image`: flat scatters for the image gradient, the corner values
+    reused for the coordinate gradient).
+    """
+    taps = _tap_values(images, batch, rows, cols, weight[0].dtype)
+    return sum(w[..., None] * t for w, t in zip(weight, taps, strict=True))
+
+
+@partial(_combine_taps.defjvp, symbolic_zeros=True)
+def _combine_taps_jvp(primals, tangents):
+    images, batch, rows, cols, weight = primals
+    d_images, _, _, _, d_weight = tangents
+    taps = _tap_values(images, batch, rows, cols, weight[0].dtype)
     out = sum(w[..., None] * t for w, t in zip(weight, taps, strict=True))
-    return out, (flat, index, weight)
+    terms = []
+    if not isinstance(d_images, SymbolicZero):
+        terms.append(_tangent_of_image(d_images, batch, rows, cols, weight))
+    terms += [d[..., None] * t for d, t in zip(d_weight, taps, strict=True) if not isinstance(d, SymbolicZero)]
+    return out, sum(terms) if terms else jnp.zeros_like(out)
 
 
-def _combine_taps_bwd(residuals, cotangent):
-    flat, index, weight = residuals
-    # d out / d weight[k] = <tap_k, cotangent>; regathering is cheaper than keeping 4 tap arrays alive.
-    taps = _gather_taps(flat, index, cotangent.dtype)
-    d_weight = tuple(jnp.sum(t * cotangent, axis=-1) for t in taps)
-    d_flat = jnp.zeros(flat.shape, cotangent.dtype)
-    for w, i in zip(weight, index, strict=True):
-        d_flat = d_flat.at[i].add(w[..., None] * cotangent, mode="promise_in_bounds")
-    return d_flat.astype(flat.dtype), None, d_weight
-
-
-_combine_taps.defvjp(_combine_taps_fwd, _combine_taps_bwd)
-
-
-def _sample_flat(
-    flat: jax.Array,
-    offset: jax.Array | int,
+def _sample(
+    images: jax.Array,
+    batch: jax.Array | int,
     coords: jax.Array,
-    height: int,
-    width: int,
     align_corners: bool,
     padding_mode: str,
     ctype,
 ) -> jax.Array:
-    """Bilinear samples of images stored as ``flat`` ``[P, C]`` rows; pixel (y, x) is row ``offset + y W + x``.
+    """Bilinear samples of ``images`` ``[N, H, W, C]`` at normalised ``coords`` ``[..., 2]``.
 
-    ``coords`` ``[..., 2]`` normalised; ``offset`` (broadcastable to ``coords.shape[:-1]``) selects the
-    image, so a batch is one flat array and the gradient is one set of scatters (no vmap of scatters).
-    Returns ``[..., C]`` in ``ctype``.
+    ``batch`` (int32, broadcastable to ``coords.shape[:-1]``) says which image each sample reads, so a batch
+    is sampled as one set of gathers (and its image gradient is one set of flat scatters, not a vmap of
+    them). Returns ``[..., C]`` in ``ctype``.
     """
+    _, height, width, _ = images.shape
     coords = coords.astype(_compute_dtype(coords.dtype))
     cx, cy = coords[..., 0], coords[..., 1]
-    # Non-finite samples read the centre and are zeroed at the end (double where: no NaN in any gradient).
+    # Non-finite samples read the centre with weight 0 (double where: no NaN in any gradient).
     # Masking x and y separately, not coords as a whole, keeps XLA's CPU fusion of the index maths fast.
     finite = jnp.isfinite(cx) & jnp.isfinite(cy)
     x = _source_pixel(jnp.where(finite, cx, 0.0), width, align_corners, padding_mode)
     y = _source_pixel(jnp.where(finite, cy, 0.0), height, align_corners, padding_mode)
 
-    x0 = jnp.floor(x)
-    y0 = jnp.floor(y)
-    fx = (x - x0).astype(ctype)
-    fy = (y - y0).astype(ctype)
-    # Each tap is valid or not on its own: zero padding fades over the last pixel (not a hard cut-off).
-    vx0 = (x0 >= 0) & (x0 <= width - 1)
-    vx1 = (x0 >= -1) & (x0 <= width - 2)
-    vy0 = (y0 >= 0) & (y0 <= height - 1)
-    vy1 = (y0 >= -1) & (y0 <= height - 2)
+    x0, fx = _split_pixel(x, width)
+    y0, fy = _split_pixel(y, height)
+    fx, fy = fx.astype(ctype), fy.astype(ctype)
+    # Each tap is valid or not on its own: zero padding fades over the last pixel (not a hard cut-off). Per-axis
+    # weights (zero for an invalid tap or a non-finite sample) multiply into the four corner weights. The
+    # non-finite mask acts on the weights, not as a select on the [..., C] output, which keeps XLA:CPU's
+    # fusion of the gathers (2.5x faster at benchmark size (d)).
+    zero = jnp.zeros((), ctype)
+    wx0 = jnp.where((x0 >= 0) & (x0 <= width - 1), 1 - fx, zero)
+    wx1 = jnp.where((x0 >= -1) & (x0 <= width - 2), fx, zero)
+    wy0 = jnp.where((y0 >= 0) & (y0 <= height - 1) & finite, 1 - fy, zero)
+    wy1 = jnp.where((y0 >= -1) & (y0 <= height - 2) & finite, fy, zero)
     # Clip before the int cast so far-away and huge coordinates never overflow the index.
     ix0 = jnp.clip(x0, 0, width - 1).astype(jnp.int32)
     ix1 = jnp.clip(x0 + 1, 0, width - 1).astype(jnp.int32)
-    row0 = offset + jnp.clip(y0, 0, height - 1).astype(jnp.int32) * width
-    row1 = offset + jnp.clip(y0 + 1, 0, height - 1).astype(jnp.int32) * width
-    index = (row0 + ix0, row0 + ix1, row1 + ix0, row1 + ix1)
-    zero = jnp.zeros((), ctype)
-    weight = (
-        jnp.where(vy0 & vx0, (1 - fy) * (1 - fx), zero),
-        jnp.where(vy0 & vx1, (1 - fy) * fx, zero),
-        jnp.where(vy1 & vx0, fy * (1 - fx), zero),
-        jnp.where(vy1 & vx1, fy * fx, zero),
-    )
-    out = _combine_taps(flat, index, weight)
-    return jnp.where(finite[..., None], out, zero)
+    iy0 = jnp.clip(y0, 0, height - 1).astype(jnp.int32)
+    iy1 = jnp.clip(y0 + 1, 0, height - 1).astype(jnp.int32)
+    weight = (wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1)
+    return _combine_taps(images, batch, (iy0, iy0, iy1, iy1), (ix0, ix1, ix0, ix1), weight)
 
 
 def bilinear_sample(
@@ -273,10 +301,9 @@ def bilinear_sample(
     (coordinate order, the two ``align_corners`` mappings, padding modes, non-finite coordinates) are in this
     module's docstring; they are PyTorch's, so this is ``grid_sample(mode="bilinear")`` for a single image.
 
-    Differentiable in reverse mode to any order with respect to both arguments (``jax.grad``, ``jax.vjp``,
-    ``jax.jacrev``, and ``jax.hessian``, which is forward-over-reverse). Forward mode applied directly
-    (``jax.jvp``, ``jax.jacfwd`` of the sampler itself) is not available: the image gradient has a hand-written
-    VJP for speed. Batch it with ``jax.vmap``, or use :func:`grid_sample`, which is faster for a batch.
+    Differentiable with respect to both arguments in every mode and to any order: ``jax.grad``, ``jax.vjp``,
+    ``jax.jacrev``, ``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``, ``jax.hessian``. Batch it with
+    ``jax.vmap``, or use :func:`grid_sample`, which is faster for a batch.
 
     Args:
       image: ``[H, W, C]`` floating image (float32, bfloat16, float16, float64). Channels last.
@@ -299,10 +326,8 @@ def bilinear_sample(
     _check_coords(coords)
     _check_align_corners(align_corners)
     _check_padding_mode(padding_mode)
-    height, width, channels = image.shape
     ctype = _compute_dtype(image.dtype)
-    flat = image.reshape(height * width, channels)
-    out = _sample_flat(flat, 0, coords, height, width, align_corners, padding_mode, ctype)
+    out = _sample(image[None], jnp.zeros((), jnp.int32), coords, align_corners, padding_mode, ctype)
     return out.astype(image.dtype)
 
 
@@ -339,11 +364,10 @@ def grid_sample(
         )
     _check_align_corners(align_corners)
     _check_padding_mode(padding_mode)
-    n, height, width, channels = images.shape
+    n = images.shape[0]
     ctype = _compute_dtype(images.dtype)
-    flat = images.reshape(n * height * width, channels)
-    offset = (jnp.arange(n, dtype=jnp.int32) * (height * width)).reshape((n,) + (1,) * (grid.ndim - 2))
-    out = _sample_flat(flat, offset, grid, height, width, align_corners, padding_mode, ctype)
+    batch = jnp.arange(n, dtype=jnp.int32).reshape((n,) + (1,) * (grid.ndim - 2))
+    out = _sample(images, batch, grid, align_corners, padding_mode, ctype)
     return out.astype(images.dtype)
 
 
@@ -387,9 +411,7 @@ def interpolation_taps(
     coords = coords.astype(_compute_dtype(coords.dtype))
     finite = jnp.isfinite(coords)
     coords = jnp.where(finite, coords, 0.0)
-    pix = _source_pixel(coords, size, align_corners, padding_mode)
-    lower = jnp.floor(pix)
-    frac = pix - lower
+    lower, frac = _split_pixel(_source_pixel(coords, size, align_corners, padding_mode), size)
     taps = jnp.stack([lower, lower + 1], axis=-1)  # [n, 2], float: far-away coordinates cannot overflow
     inside = (taps >= 0) & (taps <= size - 1) & finite[:, None]
     weights = jnp.where(inside, jnp.stack([1 - frac, frac], axis=-1), jnp.zeros((), frac.dtype))

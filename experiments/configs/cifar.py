@@ -29,6 +29,7 @@ What our budgeted runs reached is in experiments/README.md (summaries in experim
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import ml_collections
@@ -84,8 +85,12 @@ def image_config(name: str, model: str, dataset: str) -> ml_collections.ConfigDi
 
 
 def is_budget(budget: str) -> bool:
+    """Whether ``budget`` is ``paper``, ``cpu`` or ``cpuN`` with N a positive number of epochs (``cpu3``,
+    ``cpu0.5``)."""
     epochs = budget.removeprefix("cpu")
-    return budget in BUDGETS or (budget.startswith("cpu") and epochs.isdigit() and int(epochs) > 0)
+    if budget in BUDGETS:
+        return True
+    return budget.startswith("cpu") and re.fullmatch(r"\d+(\.\d+)?", epochs) is not None and float(epochs) > 0
 
 
 def get_config(arg: str = "resnet20,paper") -> ml_collections.ConfigDict:
@@ -93,7 +98,7 @@ def get_config(arg: str = "resnet20,paper") -> ml_collections.ConfigDict:
         arg,
         [("MODEL", MODELS, None), ("BUDGET", is_budget, "paper"), ("DATASET", DATASETS, "cifar10")],
         example="resnet20,cpu",
-        describe={"BUDGET": "one of paper | cpu | cpuN (N epochs, e.g. cpu3)"},
+        describe={"BUDGET": "one of paper | cpu | cpuN (N epochs, e.g. cpu3 or cpu0.5)"},
     )
     epochs = budget.removeprefix("cpu")
     config = image_config(f"{model}_{budget}_{dataset}", MODELS[model], dataset)

@@ -9,7 +9,9 @@ One config per cell, chosen by the string after the colon: ``MODEL[,VARIANT[,BUD
            noise50 | noise70 (that % of training labels replaced, the paper's definition: data/cifar.py)
   BUDGET   paper (default: Nesterov SGD, batch 64, weight decay 1e-4, lr 0.1, /10 at 64k and 96k
            iterations, 160k iterations) | cpu (the same shape compressed to 4 epochs, /10 at 2 and 3: a
-           smoke-scale budget for this project's 2 CPU cores; measure a step before planning a longer run)
+           smoke-scale budget for this project's 2 CPU cores; measure a step before planning a longer run) |
+           cpuN (N epochs, /10 at N/2 and 3N/4; N may be a fraction: cpu0.5 is 390 steps, the budget of the
+           ARL / NAL and attention / ResNet runs in experiments/README.md)
   DATASET  cifar10 (default) | cifar100
 Augmentation: pad 4 + random 32x32 crop + flip, per-channel normalisation (as the paper).
 
@@ -26,7 +28,7 @@ CIFAR-100: Attention-92 21.71, -236 21.16, -452 20.45. ARL vs NAL: 56 5.52 / 5.8
 
 from __future__ import annotations
 
-from experiments.configs.cifar import DATASETS, image_config
+from experiments.configs.cifar import DATASETS, image_config, is_budget
 from experiments.configs.common import parse_cell
 
 MODELS = {
@@ -41,7 +43,6 @@ VARIANTS = {
     "local": {"mask_structure": "local"},
     **{f"noise{p}": {} for p in (10, 30, 50, 70)},
 }
-BUDGETS = ("paper", "cpu")
 
 
 def get_config(arg: str = "attention92,arl,paper"):
@@ -50,10 +51,11 @@ def get_config(arg: str = "attention92,arl,paper"):
         [
             ("MODEL", MODELS, None),
             ("VARIANT", VARIANTS, "arl"),
-            ("BUDGET", BUDGETS, "paper"),
+            ("BUDGET", is_budget, "paper"),
             ("DATASET", DATASETS, "cifar10"),
         ],
         example="attention92,arl,cpu",
+        describe={"BUDGET": "one of paper | cpu | cpuN (N epochs, e.g. cpu2 or cpu0.5)"},
     )
     if model == "preact_resnet164" and not (variant == "arl" or variant.startswith("noise")):
         raise ValueError(f"VARIANT {variant!r} changes the attention module; preact_resnet164 has none.")
@@ -70,8 +72,8 @@ def get_config(arg: str = "attention92,arl,paper"):
         config.decay_epochs = (64_000 / steps_per_epoch, 96_000 / steps_per_epoch)
         config.eval_every = 8000
     else:
-        config.num_epochs = 4.0
-        config.decay_epochs = (2.0, 3.0)
+        config.num_epochs = float(budget.removeprefix("cpu") or 4)
+        config.decay_epochs = (config.num_epochs / 2, config.num_epochs * 3 / 4)
         config.eval_every = 1562
     config.checkpoint_every = 781
     config.num_steps = 0  # from num_epochs
