@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import pytest
 
 from experiments.benchmarks import accelerator
 
@@ -20,3 +21,30 @@ def test_accelerator_benchmark_smoke(capsys):
     out = capsys.readouterr().out
     for row in ("grid_sample (gather)", "separable (matmul)", "ST-CNN affine", "RAM (gather retina)", "RAM (matmul"):
         assert row in out
+
+
+def test_print_throughput_against_several_references(capsys):
+    from experiments.benchmarks.common import print_throughput
+
+    rows = {"ours": 0.5, "slow reference": 2.0, "fast reference": 0.25}
+    print_throughput(rows, 100, ["slow reference", "fast reference", "not measured"])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("x ref1  x ref2")
+    assert out[1].split()[-2:] == ["4.00", "0.50"]  # ours: 4x the slow one, half the fast one
+    assert out[-2:] == ["x ref1: slow reference", "x ref2: fast reference"]
+    print_throughput({"ours": 0.5}, 100, None)
+    assert capsys.readouterr().out.splitlines()[1].split()[-1] == "-"
+
+
+def test_torch_batched_retina_crops_what_the_loop_crops():
+    """The stronger PyTorch RAM anchor crops exactly what the popular per-sample loop crops (corners included)."""
+    torch = pytest.importorskip("torch")
+    from experiments.benchmarks.ram_train import torch_retina
+
+    torch.manual_seed(0)
+    x = torch.rand(6, 1, 60, 60)
+    loc = torch.rand(6, 2) * 2 - 1
+    loc[:4] = torch.tensor([[-1.0, -1.0], [1.0, 1.0], [-1.0, 0.999], [0.0, 0.0]])
+    loop, batched = torch_retina(False).foveate(x, loc), torch_retina(True).foveate(x, loc)
+    assert loop.shape == (6, 3 * 12 * 12)
+    assert torch.equal(loop, batched)

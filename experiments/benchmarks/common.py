@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 
-def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
-    """Median wall-clock seconds of ``fn()`` over ``repeats`` calls after ``warmup`` calls (compiles excluded).
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 3, settle_seconds: float = 0.25) -> float:
+    """Median wall-clock seconds of ``fn()`` over ``repeats`` calls after warm-up (compiles excluded): at least
+    ``warmup`` calls and at least ``settle_seconds`` of calls (sub-millisecond functions measured first in a
+    process ran up to 2x slower over their first ~100 ms on this machine).
 
     ``fn`` must block until its result is ready (``jax.block_until_ready``).
     """
-    for _ in range(warmup):
+    start = time.perf_counter()
+    calls = 0
+    while calls < warmup or time.perf_counter() - start < settle_seconds:
         fn()
+        calls += 1
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -22,13 +27,19 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 3) -> f
     return statistics.median(times)
 
 
-def print_throughput(rows: dict[str, float], batch_size: int, reference: str | None) -> None:
-    """Prints ms/step, images/s and the speed-up over the ``reference`` row (if it was measured)."""
-    print(f"{'variant':<46}{'ms/step':>10}{'images/s':>11}{'x ref':>8}")
-    base = rows.get(reference) if reference else None
+def print_throughput(rows: dict[str, float], batch_size: int, reference: str | Sequence[str] | None) -> None:
+    """Prints ms/step, images/s and the speed-up over each ``reference`` row (those that were measured): one
+    column ``x ref`` for a single reference, ``x ref1``, ``x ref2`` ... (named below the table) for several."""
+    references = [reference] if isinstance(reference, str) else list(reference or [])
+    references = [r for r in references if r in rows] or [None]
+    names = ["x ref"] if len(references) == 1 else [f"x ref{i + 1}" for i in range(len(references))]
+    print(f"{'variant':<46}{'ms/step':>10}{'images/s':>11}" + "".join(f"{n:>8}" for n in names))
     for name, seconds in rows.items():
-        speedup = f"{base / seconds:>8.2f}" if base else f"{'-':>8}"
-        print(f"{name:<46}{seconds * 1e3:>10.2f}{batch_size / seconds:>11.0f}{speedup}")
+        speedups = "".join(f"{rows[r] / seconds:>8.2f}" if r else f"{'-':>8}" for r in references)
+        print(f"{name:<46}{seconds * 1e3:>10.2f}{batch_size / seconds:>11.0f}{speedups}")
+    if len(references) > 1:
+        for n, r in zip(names, references, strict=True):
+            print(f"{n}: {r}")
 
 
 def import_torch(threads: int):

@@ -5,11 +5,13 @@ Command (the numbers in experiments/README.md came from it):
     .venv/bin/python -m experiments.benchmarks.ram_train
 
 The PyTorch side is written here (not copied) with the structure of the popular PyTorch RAM implementation
-(kevinzakka/recurrent-visual-attention): the retina pads each image and crops every patch with a Python loop
-over the batch, downsamples coarse patches with average pooling, and the episode is a Python loop over
-glimpses; the same networks (glimpse 128/128 -> 256, ReLU RNN core 256, Gaussian location policy, baseline,
-action) and the same hybrid loss, with Adam. Both sides take one training step (forward, backward, update)
-on the same batch; median over ``--steps`` steps after warm-up.
+(kevinzakka/recurrent-visual-attention): the retina pads each image, crops the patches, downsamples coarse
+patches with average pooling, and the episode is a Python loop over glimpses; the same networks (glimpse
+128/128 -> 256, ReLU RNN core 256, Gaussian location policy, baseline, action) and the same hybrid loss, with
+Adam. Two PyTorch retinas: the popular one, which crops every patch in a Python loop over the batch, and the one
+a PyTorch user would write for speed, which crops the whole batch with one advanced-indexing gather per scale
+(the same integer crops). Both sides take one training step (forward, backward, update) on the same batch;
+median over ``--steps`` steps after warm-up; speed-ups against both PyTorch rows.
 """
 
 from __future__ import annotations
@@ -54,13 +56,17 @@ def jax_step(images: np.ndarray, labels: np.ndarray, sensor_method: str = "gathe
     return run
 
 
-def torch_step(images: np.ndarray, labels: np.ndarray):
+def torch_retina(batched_crops: bool):
+    """The PyTorch port's retina: ``foveate(x [B, 1, H, W], loc [B, 2]) -> [B, SCALES * SIZE * SIZE]``.
+
+    ``batched_crops=False``: per-sample crops in a Python loop, as in the popular implementation; ``True``: the
+    same integer crops of the whole batch with one advanced-indexing gather per scale.
+    """
     import torch
-    from torch import nn
     from torch.nn import functional as F
 
     class Retina:
-        """Per-sample crops in a Python loop, as in the popular implementation."""
+        """Crops ``SCALES`` patches of growing size around ``loc`` and pools them to ``SIZE`` x ``SIZE``."""
 
         def foveate(self, x, loc):
             phis = []
@@ -77,15 +83,30 @@ def torch_step(images: np.ndarray, labels: np.ndarray):
             b, c, h, w = x.shape
             start = (0.5 * ((loc + 1.0) * torch.tensor([w, h]))).long()
             x = F.pad(x, (size // 2, size // 2, size // 2, size // 2))
+            if batched_crops:  # rows / columns of every crop, one gather: [B, C, size, size]
+                offsets = torch.arange(size)
+                rows = (start[:, 1, None] + offsets)[:, None, :, None]
+                cols = (start[:, 0, None] + offsets)[:, None, None, :]
+                return x[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
             patches = []
             for i in range(b):
                 patches.append(x[i, :, start[i, 1] : start[i, 1] + size, start[i, 0] : start[i, 0] + size])
             return torch.stack(patches)
 
+    return Retina()
+
+
+def torch_step(images: np.ndarray, labels: np.ndarray, batched_crops: bool = False):
+    """One PyTorch training step; ``batched_crops``: the retina crops the batch with one gather per scale
+    instead of a Python loop over the samples."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
     class Network(nn.Module):
         def __init__(self):
             super().__init__()
-            self.retina = Retina()
+            self.retina = torch_retina(batched_crops)
             self.what = nn.Linear(SCALES * SIZE * SIZE, 128)
             self.where = nn.Linear(2, 128)
             self.what_out = nn.Linear(128, 256)
@@ -154,16 +175,17 @@ def main(argv=None) -> None:
         )
         for method in ("gather", "matmul")
     }
-    reference = None
+    references = []
     torch = import_torch(args.threads)
     if torch is not None:
-        reference = f"PyTorch {torch.__version__} (per-sample crop loop)"
-        rows[reference] = median_seconds(torch_step(images, labels), args.steps)
+        for batched, label in ((False, "per-sample crop loop"), (True, "batched crops")):
+            references.append(f"PyTorch {torch.__version__} ({label})")
+            rows[references[-1]] = median_seconds(torch_step(images, labels, batched), args.steps)
     print(
         f"RAM, 60x60 translated, {GLIMPSES} glimpses of {SCALES} x {SIZE}x{SIZE}, batch {args.batch_size}, Adam; "
         f"median of {args.steps} steps; jax {jax.__version__} on {jax.devices()[0].platform}"
     )
-    print_throughput(rows, args.batch_size, reference)
+    print_throughput(rows, args.batch_size, references)
 
 
 if __name__ == "__main__":

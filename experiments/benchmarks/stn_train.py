@@ -8,8 +8,10 @@ Both sides train the same network (ST-CNN: 2x downsampling, two 5x5 conv layers 
 pooling and FC 50 as localisation net, affine transform to a 21x21 output, then conv 9x9x32 / max-pool /
 conv 7x7x32 / max-pool / FC 10) on the same 42x42 batches with Adam, and time one forward + backward + update
 step (median over ``--steps`` steps after warm-up). The PyTorch model follows the PyTorch STN tutorial's
-structure (``affine_grid`` + ``grid_sample`` in ``forward``). A third row times our full training step, which
-also generates the RTS batch on device from clean digits (what ``experiments.main`` runs).
+structure (``affine_grid`` + ``grid_sample`` in ``forward``), timed eager and compiled with ``torch.compile``
+(the default Inductor backend; its row is skipped with the reason if it does not compile). A third row of ours
+times the full training step, which also generates the RTS batch on device from clean digits (what
+``experiments.main`` runs). Speed-ups against both PyTorch rows.
 """
 
 from __future__ import annotations
@@ -65,7 +67,9 @@ def jax_step(images: np.ndarray, labels: np.ndarray, digits: np.ndarray):
     return run, run_with_data
 
 
-def torch_step(images: np.ndarray, labels: np.ndarray):
+def torch_step(images: np.ndarray, labels: np.ndarray, compile_model: bool = False):
+    """One PyTorch training step; ``compile_model``: the model goes through ``torch.compile`` (compiled on the
+    first call, which the warm-up steps absorb)."""
     import torch
     from torch import nn
 
@@ -105,12 +109,13 @@ def torch_step(images: np.ndarray, labels: np.ndarray):
 
     model = STCNN()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    forward = torch.compile(model) if compile_model else model
     x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
     y = torch.from_numpy(labels.astype(np.int64))
 
     def run():
         optimizer.zero_grad()
-        loss = nn.functional.cross_entropy(model(x), y)
+        loss = nn.functional.cross_entropy(forward(x), y)
         loss.backward()
         optimizer.step()
 
@@ -132,16 +137,23 @@ def main(argv=None) -> None:
     run, run_with_data = jax_step(images, labels, digits)
     rows["visattn_jax (jit)"] = median_seconds(run, args.steps)
     rows["visattn_jax (jit) + RTS generation"] = median_seconds(run_with_data, args.steps)
-    reference = None
+    references = []
     torch = import_torch(args.threads)
     if torch is not None:
-        reference = f"PyTorch {torch.__version__} (eager)"
-        rows[reference] = median_seconds(torch_step(images, labels), args.steps)
+        references.append(f"PyTorch {torch.__version__} (eager)")
+        rows[references[-1]] = median_seconds(torch_step(images, labels), args.steps)
+        try:
+            compiled = median_seconds(torch_step(images, labels, compile_model=True), args.steps)
+        except Exception as error:  # noqa: BLE001 (a compiler problem must not lose the other rows)
+            print(f"torch.compile row skipped: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
+        else:
+            references.append(f"PyTorch {torch.__version__} (torch.compile)")
+            rows[references[-1]] = compiled
     print(
         f"ST-CNN affine, RTS 42x42 -> 21x21, batch {args.batch_size}, Adam; median of {args.steps} steps; "
         f"jax {jax.__version__} on {jax.devices()[0].platform}"
     )
-    print_throughput(rows, args.batch_size, reference)
+    print_throughput(rows, args.batch_size, references)
 
 
 if __name__ == "__main__":
