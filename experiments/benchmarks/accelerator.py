@@ -5,8 +5,8 @@ Command (on the accelerator machine, from the repository root):
     .venv/bin/python -m experiments.benchmarks.accelerator [--repeats 50] [--small]
 
 Prints, for the device JAX finds first:
-- the sampler, both formulations: ``grid_sample`` (gathers, with the explicit scatter VJP) on affine grids, and
-  the separable path (``separable_sample``: two small matmuls per image, for axis-aligned crops) on the same
+- the sampler, both formulations: ``grid_sample`` (gathers; the image gradient is their transpose, flat
+  scatter-adds) on affine grids, and the separable path (``separable_sample``: two small matmuls per image, for axis-aligned crops) on the same
   sizes' crops; forward and forward+backward milliseconds (median, compile excluded), and the achieved memory
   bandwidth of the forward pass: the bytes it must move at least (read the image and the grid, write the
   output) over its time, beside the device's peak (from its device kind; "-" for kinds not in the table);
