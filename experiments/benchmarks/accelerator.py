@@ -6,8 +6,8 @@ Command (on the accelerator machine, from the repository root):
 
 Prints, for the device JAX finds first:
 - the sampler, both formulations: ``grid_sample`` (gathers; the image gradient is their transpose, flat
-  scatter-adds) on affine grids, and the separable path (``separable_sample``: two small matmuls per image, for axis-aligned crops) on the same
-  sizes' crops; forward and forward+backward milliseconds (median, compile excluded), and the achieved memory
+  scatter-adds) on affine grids, and the separable path (``separable_sample``: two small matmuls per image,
+  for axis-aligned crops) on the same sizes' crops; forward and forward+backward milliseconds (median, compile excluded), and the achieved memory
   bandwidth of the forward pass: the bytes it must move at least (read the image and the grid, write the
   output) over its time, beside the device's peak (from its device kind; "-" for kinds not in the table);
 - the ST-CNN (affine, RTS 42x42 -> 21x21) and RAM (6 glimpses, 3 scales, 60x60) training steps of
