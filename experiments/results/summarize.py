@@ -36,9 +36,10 @@ def main() -> None:
         print("\n| run | seeds | test error %, mean +- std | each seed |")
         print("|---|---|---|---|")
         for name, errors in seeds.items():
-            spread = statistics.stdev(errors) if len(errors) > 1 else float("nan")
+            mean = f"{statistics.mean(errors):.2f}"
+            mean += f" +- {statistics.stdev(errors):.2f}" if len(errors) > 1 else " (one seed: no spread)"
             each = ", ".join(f"{e:.2f}" for e in errors)
-            print(f"| {name} | {len(errors)} | {statistics.mean(errors):.2f} +- {spread:.2f} | {each} |")
+            print(f"| {name} | {len(errors)} | {mean} | {each} |")
 
 
 if __name__ == "__main__":
