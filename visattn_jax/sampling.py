@@ -193,6 +193,11 @@ def _tap_values(images: jax.Array, batch, rows: tuple, cols: tuple, dtype) -> li
     return [images.at[batch, r, c].get(mode="promise_in_bounds").astype(dtype) for r, c in zip(rows, cols, strict=True)]
 
 
+def _weighted_sum(weight: tuple, taps) -> jax.Array:
+    """``sum_k weight[k][..., None] * taps[k]``: ``[...]`` weights times ``[..., C]`` taps."""
+    return sum(w[..., None] * t for w, t in zip(weight, taps, strict=True))
+
+
 def _tangent_of_image(d_images: jax.Array, batch, rows: tuple, cols: tuple, weight: tuple) -> jax.Array:
     """``sum_k weight[k] * d_images[batch, rows[k], cols[k]]``, written so that its transpose is fast.
 
@@ -210,7 +215,7 @@ def _tangent_of_image(d_images: jax.Array, batch, rows: tuple, cols: tuple, weig
     dtype = weight[0].dtype
     if channels == 1:
         taps = [flat.at[i].get(mode="promise_in_bounds").astype(dtype) for i in index]
-        return sum(w[..., None] * t for w, t in zip(weight, taps, strict=True))
+        return _weighted_sum(weight, taps)
     index = jnp.stack(jnp.broadcast_arrays(*index), axis=-1)  # [..., 4]
     taps = flat.at[index].get(mode="promise_in_bounds").astype(dtype)  # [..., 4, C]
     return jnp.sum(jnp.stack(weight, axis=-1)[..., None] * taps, axis=-2)
@@ -230,7 +235,7 @@ def _combine_taps(images: jax.Array, batch, rows: tuple, cols: tuple, weight: tu
     reused for the coordinate gradient).
     """
     taps = _tap_values(images, batch, rows, cols, weight[0].dtype)
-    return sum(w[..., None] * t for w, t in zip(weight, taps, strict=True))
+    return _weighted_sum(weight, taps)
 
 
 @partial(_combine_taps.defjvp, symbolic_zeros=True)
@@ -238,7 +243,7 @@ def _combine_taps_jvp(primals, tangents):
     images, batch, rows, cols, weight = primals
     d_images, _, _, _, d_weight = tangents
     taps = _tap_values(images, batch, rows, cols, weight[0].dtype)
-    out = sum(w[..., None] * t for w, t in zip(weight, taps, strict=True))
+    out = _weighted_sum(weight, taps)
     terms = []
     if not isinstance(d_images, SymbolicZero):
         terms.append(_tangent_of_image(d_images, batch, rows, cols, weight))
