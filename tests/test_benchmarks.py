@@ -48,3 +48,22 @@ def test_torch_batched_retina_crops_what_the_loop_crops():
     loop, batched = torch_retina(False).foveate(x, loc), torch_retina(True).foveate(x, loc)
     assert loop.shape == (6, 3 * 12 * 12)
     assert torch.equal(loop, batched)
+
+
+def test_interleaved_timing_runs_the_functions_round_robin():
+    import time
+
+    from experiments.benchmarks.common import interleaved_seconds
+
+    calls = []
+    fns = {"slow": lambda: (calls.append("slow"), time.sleep(0.004)), "fast": lambda: calls.append("fast")}
+    seconds = interleaved_seconds(fns, repeats=5, warmup=2, settle_seconds=0.0, block_seconds=0.0)
+    assert calls[:4] == ["slow", "slow", "fast", "fast"]  # warm-up, one function after the other
+    assert calls[4:] == ["slow", "slow", "fast", "fast"] * 5  # then per round a block of each: here one
+    # untimed call and one timed call
+    assert set(seconds) == {"slow", "fast"}
+    assert seconds["slow"] >= 0.004 > seconds["fast"]
+    calls.clear()
+    interleaved_seconds(fns, repeats=2, warmup=1, settle_seconds=0.0, block_seconds=0.02)
+    rounds = calls[2:]  # a block is one untimed call and as many as take about 20 ms: ~5 slow ones, many fast ones
+    assert rounds[0] == "slow" and 3 <= rounds.index("fast") <= 11 and len(rounds) > 20

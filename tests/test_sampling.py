@@ -118,6 +118,37 @@ def test_matches_numpy_reference(shape, mode, align_corners):
     np.testing.assert_allclose(np.asarray(out), expected, atol=2e-5)
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("channels", [1, 3])  # the sampler combines one channel and several in different forms
+def test_coordinates_across_the_border_band_match_the_reference(mode, align_corners, channels):
+    """Pixel coordinates swept through the band the sampler clamps to ([-2, size + 1]) and past it, including
+    points a hair from every boundary of that band and values near float32's largest."""
+    h, w = 5, 6
+    image = _random((2, h, w, channels), 30) + 0.5
+    marks = np.array([-2.0, -1.0, 0.0, w - 1.0, w, w + 1.0])
+    pix = np.concatenate([np.arange(-4.0, w + 3.0, 0.125), (marks[:, None] + [-1e-3, 1e-3]).ravel()])
+    scale = (w - 1) / 2 if align_corners else w / 2
+    x = (pix - (w - 1) / 2) / scale  # the normalised x of each pixel coordinate
+    far = (
+        np.array([1e30, -1e30, 3e38, -3e38]) if mode != "reflection" else np.zeros(0)
+    )  # (float32 reflection: see above)
+    x = np.concatenate([x, far]).astype(np.float32)
+    y = _random(x.shape, 31, -1.3, 1.3)
+    grid = np.stack([x, y], axis=-1).reshape(2, -1, 1, 2)  # half of the sweep in each image
+    sample = lambda im, g: va.grid_sample(im, g, align_corners=align_corners, padding_mode=mode)  # noqa: E731
+    out = np.asarray(sample(image, grid))
+    for n in range(2):
+        expected = bilinear_reference(image[n], grid[n], align_corners=align_corners, padding_mode=mode)
+        np.testing.assert_allclose(out[n], expected, atol=2e-5)
+    d_images, d_grid = jax.grad(lambda im, g: jnp.sum(sample(im, g) ** 2), argnums=(0, 1))(image, grid)
+    assert np.all(np.isfinite(np.asarray(d_images))) and np.all(np.isfinite(np.asarray(d_grid)))
+    if mode == "zeros":  # no tap inside the image: no gradient to the coordinate either
+        x_pix = np.concatenate([pix, far]).reshape(2, -1)
+        outside = (x_pix < -1.01) | (x_pix > w + 0.01)
+        np.testing.assert_array_equal(np.asarray(d_grid)[..., 0, 0][outside], 0.0)
+
+
 # SciPy's boundary modes that equal PyTorch's (and ours) for order-1 interpolation.
 _SCIPY_MODES = {
     ("zeros", False): "grid-constant",

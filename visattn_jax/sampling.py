@@ -62,10 +62,14 @@ __all__ = [
 
 
 def _unnormalize(coord: jax.Array, size: int, align_corners: bool) -> jax.Array:
-    """Normalised [-1, 1] coordinate -> pixel coordinate (pixel i has its centre at i)."""
-    if align_corners:
-        return (coord + 1.0) * (0.5 * (size - 1))
-    return ((coord + 1.0) * size - 1.0) * 0.5
+    """Normalised [-1, 1] coordinate -> pixel coordinate (pixel i has its centre at i).
+
+    One multiply-add: ``x * (size - 1) / 2 + (size - 1) / 2`` (align_corners) or ``x * size / 2 + (size - 1) / 2``,
+    the module docstring's mappings with the constants folded (PyTorch evaluates ``((x + 1) * size - 1) / 2``;
+    the two differ by float rounding, a few ulp).
+    """
+    scale = 0.5 * (size - 1) if align_corners else 0.5 * size
+    return coord * scale + 0.5 * (size - 1)
 
 
 def _clip(coord: jax.Array, size: int) -> jax.Array:
@@ -113,6 +117,17 @@ def _check_padding_mode(padding_mode: str) -> None:
         raise ValueError(f"padding_mode={padding_mode!r} is not supported; choose one of {sorted(_PADDING_FIXERS)}.")
 
 
+@partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _snap_to_zero(fraction: jax.Array, tolerance: float) -> jax.Array:
+    """``fraction`` with values at or below ``tolerance`` set to 0, and a gradient of 1 everywhere (straight-through)."""
+    return jnp.where(fraction > tolerance, fraction, jnp.zeros((), fraction.dtype))
+
+
+@_snap_to_zero.defjvp
+def _snap_to_zero_jvp(tolerance, primals, tangents):
+    return _snap_to_zero(primals[0], tolerance), tangents[0]
+
+
 def _split_pixel(pix: jax.Array, size: int) -> tuple[jax.Array, jax.Array]:
     """Pixel coordinate -> ``(lower, fraction)``: the integer pixel at or left of it (as a float) and the
     distance to it in ``[0, 1)``, with coordinates within float rounding error of an integer snapped onto it.
@@ -121,19 +136,52 @@ def _split_pixel(pix: jax.Array, size: int) -> tuple[jax.Array, jax.Array]:
     ``j + 1e-7`` or ``j - 1e-7``), which would blend a sliver of the neighbour into the identity transform.
     The snap moves the value by at most ``4 * eps * (size + 1)`` pixels and changes nothing of the gradient
     (straight-through: d fraction / d pix = 1), so the identity and integer translations return the pixels
-    exactly while transforms stay differentiable. It costs three element-wise operations beyond the floor
-    (this runs once per sample and axis in the sampler's fused loop, where each operation shows at small
-    channel counts: experiments/benchmarks/sampler.py).
+    exactly while transforms stay differentiable. It costs two element-wise operations beyond the floor (an
+    add and a select; the sampler's fused loop runs them once per sample and axis, where each operation shows
+    at small channel counts: experiments/benchmarks/sampler.py).
     """
     tolerance = 4 * float(jnp.finfo(pix.dtype).eps) * (size + 1)
     lower = jnp.floor(pix + tolerance)
-    fraction = pix - lower  # in [-tolerance, 1 - tolerance)
-    return lower, fraction - jax.lax.stop_gradient(jnp.where(fraction <= tolerance, fraction, 0.0))
+    return lower, _snap_to_zero(pix - lower, tolerance)  # pix - lower is in [-tolerance, 1 - tolerance)
 
 
 def _source_pixel(coord: jax.Array, size: int, align_corners: bool, padding_mode: str) -> jax.Array:
     """Normalised coordinate along one axis -> padded pixel coordinate along that axis."""
     return _PADDING_FIXERS[padding_mode](_unnormalize(coord, size, align_corners), size, align_corners)
+
+
+def _axis_taps(
+    coord: jax.Array, size: int, align_corners: bool, padding_mode: str, dtype
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """The two linear-interpolation taps of normalised coordinates ``coord`` ``[...]`` along one axis.
+
+    Returns ``(lower, upper, lower_weight, upper_weight)``: uint32 pixel indices ``upper = lower + 1`` and their
+    weights in ``dtype``. A tap outside ``[0, size)`` has weight 0 and an index that may lie outside the axis
+    by up to two pixels (as uint32, "-1" reads 2**32 - 1): index with ``mode="clip"`` or clamp it. A
+    non-finite coordinate gives two zero weights (and zero gradients) in every padding mode.
+
+    Zero padding costs no separate non-finite test: the pixel coordinate is clamped into ``[-2, size + 1]``
+    by two selects whose comparisons are false for NaN, so NaN and +-inf land outside the image, where both
+    taps are invalid; the clamp also keeps the integer cast in range. Border and reflection padding would
+    move a non-finite coordinate back into the image, so there it is replaced by -2 first (double where: no
+    NaN in any gradient). Validity is one unsigned comparison per tap (-2 and -1 wrap to huge values).
+    """
+    if padding_mode == "zeros":
+        pix = _unnormalize(coord, size, align_corners)
+        low, high = jnp.asarray(-2, pix.dtype), jnp.asarray(size + 1, pix.dtype)
+        pix = jnp.where(pix > low, jnp.where(pix < high, pix, high), low)
+    else:
+        finite = jnp.isfinite(coord)
+        pix = _source_pixel(jnp.where(finite, coord, 0.0), size, align_corners, padding_mode)
+        pix = jnp.where(finite, pix, jnp.asarray(-2, pix.dtype))
+    lower, fraction = _split_pixel(pix, size)
+    fraction = fraction.astype(dtype)
+    lower = lower.astype(jnp.int32).astype(jnp.uint32)
+    upper = lower + jnp.uint32(1)
+    zero = jnp.zeros((), dtype)
+    lower_weight = jnp.where(lower < size, 1 - fraction, zero)
+    upper_weight = jnp.where(upper < size, fraction, zero)
+    return lower, upper, lower_weight, upper_weight
 
 
 def _compute_dtype(dtype) -> jnp.dtype:
@@ -183,23 +231,32 @@ def _check_align_corners(align_corners) -> None:
 # --------------------------------------------------------------------------------------------------------
 
 
-def _tap_values(images: jax.Array, batch, rows: tuple, cols: tuple, dtype) -> list[jax.Array]:
-    """The four corner pixels ``images[batch, rows[k], cols[k]]`` (``[..., C]`` each, in ``dtype``).
+def _tap_values(images: jax.Array, batch, rows: tuple, cols: tuple, dtype) -> list[list[jax.Array]]:
+    """The corner pixels ``taps[a][b] = images[batch, rows[a], cols[b]]`` (``[..., C]`` each, in ``dtype``).
 
     Gathers with (batch, row, column) indices into ``[N, H, W, C]``: on XLA:CPU these ran faster than the same
-    gathers from the flattened ``[N H W, C]`` array (with the non-finite mask on the weights, the forward pass
-    of experiments/benchmarks/sampler.py size (d) went from 3.6 ms to 1.4 ms; the other sizes: the README table).
+    gathers from the flattened ``[N H W, C]`` array. Indices outside the image (taps of weight 0) are clamped
+    by the gather itself (``mode="clip"``: XLA's gather clamps, so it costs nothing); uint32 indices skip JAX's
+    negative-index wrap-around.
     """
-    return [images.at[batch, r, c].get(mode="promise_in_bounds").astype(dtype) for r, c in zip(rows, cols, strict=True)]
+    return [[images.at[batch, r, c].get(mode="clip").astype(dtype) for c in cols] for r in rows]
 
 
-def _weighted_sum(weight: tuple, taps) -> jax.Array:
-    """``sum_k weight[k][..., None] * taps[k]``: ``[...]`` weights times ``[..., C]`` taps."""
-    return sum(w[..., None] * t for w, t in zip(weight, taps, strict=True))
+def _bilinear(wy: tuple, wx: tuple, taps) -> jax.Array:
+    """``sum_ab wy[a][..., None] * wx[b][..., None] * taps[a][b]``: ``[...]`` weights, ``[..., C]`` taps.
+
+    With one channel as ``wy0 (wx0 t00 + wx1 t01) + wy1 (wx0 t10 + wx1 t11)`` (6 multiplies instead of 8: the
+    sampler's fused loop is bound by its element-wise operations at one channel); with several channels the
+    four corner weights are formed once per sample and each channel costs 4 multiplies.
+    """
+    if taps[0][0].shape[-1] == 1:
+        rows = [wx[0][..., None] * t[0] + wx[1][..., None] * t[1] for t in taps]
+        return wy[0][..., None] * rows[0] + wy[1][..., None] * rows[1]
+    return sum((wy[a] * wx[b])[..., None] * taps[a][b] for a in range(2) for b in range(2))
 
 
-def _tangent_of_image(d_images: jax.Array, batch, rows: tuple, cols: tuple, weight: tuple) -> jax.Array:
-    """``sum_k weight[k] * d_images[batch, rows[k], cols[k]]``, written so that its transpose is fast.
+def _tangent_of_image(d_images: jax.Array, batch, rows: tuple, cols: tuple, wy: tuple, wx: tuple) -> jax.Array:
+    """``sum_ab wy[a] wx[b] d_images[batch, rows[a], cols[b]]``, written so that its transpose is fast.
 
     This is the sampler's only term that is linear in the image, so reverse mode runs its transpose: the image
     gradient, a scatter-add. Flat row indices into ``[N H W, C]`` make that a flat scatter (a batched one, the
@@ -207,53 +264,65 @@ def _tangent_of_image(d_images: jax.Array, batch, rows: tuple, cols: tuple, weig
     channel, four gathers (whose four scatters XLA merges into one) were the fastest form measured; with
     several channels, one gather of the four stacked taps, whose transpose is one scatter of ``[..., 4, C]``
     windows. The alternatives measured (one concatenated gather, a scan over the taps, stacked scalar gathers)
-    were slower; the README's sampler section has the figures.
+    were slower; the README's sampler section has the figures. Indices outside the image (weight 0) are
+    clamped here, so every scatter lands inside its own image. The flat index is int32, not uint32: with
+    uint32, XLA:CPU fused the whole index computation into the scatter's index copy, whose layout change made
+    it 4x slower (benchmark size (d), image gradient: 12.6 ms against 3.4 ms, jax.profiler per fusion).
     """
     n, height, width, channels = d_images.shape
     flat = d_images.reshape(n * height * width, channels)
-    index = [(batch * height + r) * width + c for r, c in zip(rows, cols, strict=True)]
+    rows = [jnp.minimum(r, jnp.uint32(height - 1)).astype(jnp.int32) for r in rows]
+    cols = [jnp.minimum(c, jnp.uint32(width - 1)).astype(jnp.int32) for c in cols]
+    batch = jnp.asarray(batch).astype(jnp.int32)
+    index = [(batch * height + r) * width + c for r in rows for c in cols]
+    weight = [wy[a] * wx[b] for a in range(2) for b in range(2)]
     dtype = weight[0].dtype
     if channels == 1:
+        flat = flat[:, 0]  # [N H W]: the scatter's result then reshapes to the image without a copy
         taps = [flat.at[i].get(mode="promise_in_bounds").astype(dtype) for i in index]
-        return _weighted_sum(weight, taps)
+        return sum(w * t for w, t in zip(weight, taps, strict=True))[..., None]
     index = jnp.stack(jnp.broadcast_arrays(*index), axis=-1)  # [..., 4]
     taps = flat.at[index].get(mode="promise_in_bounds").astype(dtype)  # [..., 4, C]
     return jnp.sum(jnp.stack(weight, axis=-1)[..., None] * taps, axis=-2)
 
 
 @jax.custom_jvp
-def _combine_taps(images: jax.Array, batch, rows: tuple, cols: tuple, weight: tuple) -> jax.Array:
-    """``sum_k weight[k][..., None] * images[batch, rows[k], cols[k]]``: the bilinear combination of 4 taps.
+def _combine_taps(images: jax.Array, batch, rows: tuple, cols: tuple, wy: tuple, wx: tuple) -> jax.Array:
+    """``sum_ab wy[a] wx[b] images[batch, rows[a], cols[b]]``: the bilinear combination of the 2 x 2 taps.
 
-    ``images`` ``[N, H, W, C]``; ``batch`` int32 broadcastable to the sample shape ``[...]``; ``rows``, ``cols``
-    4-tuples of int32 ``[...]`` indices inside the image; ``weight`` a 4-tuple of float ``[...]``.
-    Returns ``[..., C]`` in the weights' dtype.
+    ``images`` ``[N, H, W, C]``; ``batch`` uint32 broadcastable to the sample shape ``[...]``; ``rows``,
+    ``cols`` pairs of uint32 ``[...]`` indices (outside the image only where their weight is 0); ``wy``,
+    ``wx`` pairs of float ``[...]`` per-axis weights. Returns ``[..., C]`` in the weights' dtype.
 
     A custom JVP (linear in the image tangent and in the weight tangents), so that every JAX transformation
     works: forward mode (``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``) evaluates it, and reverse mode
     transposes it (:func:`_tangent_of_image`: flat scatters for the image gradient, the corner values
     reused for the coordinate gradient).
     """
-    taps = _tap_values(images, batch, rows, cols, weight[0].dtype)
-    return _weighted_sum(weight, taps)
+    return _bilinear(wy, wx, _tap_values(images, batch, rows, cols, wy[0].dtype))
 
 
 @partial(_combine_taps.defjvp, symbolic_zeros=True)
 def _combine_taps_jvp(primals, tangents):
-    images, batch, rows, cols, weight = primals
-    d_images, _, _, _, d_weight = tangents
-    taps = _tap_values(images, batch, rows, cols, weight[0].dtype)
-    out = _weighted_sum(weight, taps)
+    images, batch, rows, cols, wy, wx = primals
+    d_images, _, _, _, d_wy, d_wx = tangents
+    taps = _tap_values(images, batch, rows, cols, wy[0].dtype)
+    out = _bilinear(wy, wx, taps)
     terms = []
     if not isinstance(d_images, SymbolicZero):
-        terms.append(_tangent_of_image(d_images, batch, rows, cols, weight))
-    terms += [d[..., None] * t for d, t in zip(d_weight, taps, strict=True) if not isinstance(d, SymbolicZero)]
+        terms.append(_tangent_of_image(d_images, batch, rows, cols, wy, wx))
+    # Product rule over the per-axis weights; a symbolic-zero pair is skipped, a single one is a zero array.
+    for d_w, w, is_y in ((d_wy, wy, True), (d_wx, wx, False)):
+        if all(isinstance(d, SymbolicZero) for d in d_w):
+            continue
+        d_w = tuple(jnp.zeros_like(wk) if isinstance(d, SymbolicZero) else d for d, wk in zip(d_w, w, strict=True))
+        terms.append(_bilinear(d_w, wx, taps) if is_y else _bilinear(wy, d_w, taps))
     return out, sum(terms) if terms else jnp.zeros_like(out)
 
 
 def _sample(
     images: jax.Array,
-    batch: jax.Array | int,
+    batch: jax.Array,
     coords: jax.Array,
     align_corners: bool,
     padding_mode: str,
@@ -261,38 +330,17 @@ def _sample(
 ) -> jax.Array:
     """Bilinear samples of ``images`` ``[N, H, W, C]`` at normalised ``coords`` ``[..., 2]``.
 
-    ``batch`` (int32, broadcastable to ``coords.shape[:-1]``) says which image each sample reads, so a batch
+    ``batch`` (uint32, broadcastable to ``coords.shape[:-1]``) says which image each sample reads, so a batch
     is sampled as one set of gathers (and its image gradient is one set of flat scatters, not a vmap of
     them). Returns ``[..., C]`` in ``ctype``.
     """
     _, height, width, _ = images.shape
     coords = coords.astype(_compute_dtype(coords.dtype))
-    cx, cy = coords[..., 0], coords[..., 1]
-    # Non-finite samples read the centre with weight 0 (double where: no NaN in any gradient).
-    # Masking x and y separately, not coords as a whole, keeps XLA's CPU fusion of the index maths fast.
-    finite = jnp.isfinite(cx) & jnp.isfinite(cy)
-    x = _source_pixel(jnp.where(finite, cx, 0.0), width, align_corners, padding_mode)
-    y = _source_pixel(jnp.where(finite, cy, 0.0), height, align_corners, padding_mode)
-
-    x0, fx = _split_pixel(x, width)
-    y0, fy = _split_pixel(y, height)
-    fx, fy = fx.astype(ctype), fy.astype(ctype)
-    # Each tap is valid or not on its own: zero padding fades over the last pixel (not a hard cut-off). Per-axis
-    # weights (zero for an invalid tap or a non-finite sample) multiply into the four corner weights. The
-    # non-finite mask acts on the weights, not as a select on the [..., C] output, which keeps XLA:CPU's
-    # fusion of the gathers (2.5x faster at benchmark size (d)).
-    zero = jnp.zeros((), ctype)
-    wx0 = jnp.where((x0 >= 0) & (x0 <= width - 1), 1 - fx, zero)
-    wx1 = jnp.where((x0 >= -1) & (x0 <= width - 2), fx, zero)
-    wy0 = jnp.where((y0 >= 0) & (y0 <= height - 1) & finite, 1 - fy, zero)
-    wy1 = jnp.where((y0 >= -1) & (y0 <= height - 2) & finite, fy, zero)
-    # Clip before the int cast so far-away and huge coordinates never overflow the index.
-    ix0 = jnp.clip(x0, 0, width - 1).astype(jnp.int32)
-    ix1 = jnp.clip(x0 + 1, 0, width - 1).astype(jnp.int32)
-    iy0 = jnp.clip(y0, 0, height - 1).astype(jnp.int32)
-    iy1 = jnp.clip(y0 + 1, 0, height - 1).astype(jnp.int32)
-    weight = (wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1)
-    return _combine_taps(images, batch, (iy0, iy0, iy1, iy1), (ix0, ix1, ix0, ix1), weight)
+    # Per-axis taps and weights (zero for a tap outside the image or a non-finite coordinate); the bilinear
+    # weights are their products, so a non-finite x zeroes the sample whatever y is.
+    ix0, ix1, wx0, wx1 = _axis_taps(coords[..., 0], width, align_corners, padding_mode, ctype)
+    iy0, iy1, wy0, wy1 = _axis_taps(coords[..., 1], height, align_corners, padding_mode, ctype)
+    return _combine_taps(images, batch, (iy0, iy1), (ix0, ix1), (wy0, wy1), (wx0, wx1))
 
 
 def bilinear_sample(
@@ -335,7 +383,7 @@ def bilinear_sample(
     _check_align_corners(align_corners)
     _check_padding_mode(padding_mode)
     ctype = _compute_dtype(image.dtype)
-    out = _sample(image[None], jnp.zeros((), jnp.int32), coords, align_corners, padding_mode, ctype)
+    out = _sample(image[None], jnp.zeros((), jnp.uint32), coords, align_corners, padding_mode, ctype)
     return out.astype(image.dtype)
 
 
@@ -374,7 +422,7 @@ def grid_sample(
     _check_padding_mode(padding_mode)
     n = images.shape[0]
     ctype = _compute_dtype(images.dtype)
-    batch = jnp.arange(n, dtype=jnp.int32).reshape((n,) + (1,) * (grid.ndim - 2))
+    batch = jnp.arange(n, dtype=jnp.uint32).reshape((n,) + (1,) * (grid.ndim - 2))
     out = _sample(images, batch, grid, align_corners, padding_mode, ctype)
     return out.astype(images.dtype)
 
@@ -417,14 +465,9 @@ def interpolation_taps(
     _check_align_corners(align_corners)
     _check_padding_mode(padding_mode)
     coords = coords.astype(_compute_dtype(coords.dtype))
-    finite = jnp.isfinite(coords)
-    coords = jnp.where(finite, coords, 0.0)
-    lower, frac = _split_pixel(_source_pixel(coords, size, align_corners, padding_mode), size)
-    taps = jnp.stack([lower, lower + 1], axis=-1)  # [n, 2], float: far-away coordinates cannot overflow
-    inside = (taps >= 0) & (taps <= size - 1) & finite[:, None]
-    weights = jnp.where(inside, jnp.stack([1 - frac, frac], axis=-1), jnp.zeros((), frac.dtype))
-    indices = jnp.clip(taps, 0, size - 1).astype(jnp.int32)
-    return indices, weights.astype(dtype)
+    lower, upper, lower_weight, upper_weight = _axis_taps(coords, size, align_corners, padding_mode, coords.dtype)
+    indices = jnp.minimum(jnp.stack([lower, upper], axis=-1), jnp.uint32(size - 1)).astype(jnp.int32)
+    return indices, jnp.stack([lower_weight, upper_weight], axis=-1).astype(dtype)
 
 
 def interpolation_matrix(

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+
+
+def _warm_up(fn: Callable[[], object], warmup: int, settle_seconds: float) -> float:
+    """Calls ``fn`` at least ``warmup`` times and for at least ``settle_seconds``; returns seconds per call."""
+    start, calls = time.perf_counter(), 0
+    while calls < warmup or time.perf_counter() - start < settle_seconds:
+        fn()
+        calls += 1
+    return (time.perf_counter() - start) / calls
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 3, settle_seconds: float = 0.25) -> float:
@@ -14,17 +23,45 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 3, sett
 
     ``fn`` must block until its result is ready (``jax.block_until_ready``).
     """
-    start = time.perf_counter()
-    calls = 0
-    while calls < warmup or time.perf_counter() - start < settle_seconds:
-        fn()
-        calls += 1
+    _warm_up(fn, warmup, settle_seconds)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def interleaved_seconds(
+    fns: Mapping[str, Callable[[], object]],
+    repeats: int,
+    warmup: int = 3,
+    settle_seconds: float = 0.25,
+    block_seconds: float = 0.02,
+    statistic: Callable[[list[float]], float] = statistics.median,
+) -> dict[str, float]:
+    """Wall-clock seconds per call of each ``fns[name]()``, measured round-robin in blocks: round ``r`` times a
+    block of consecutive calls of every function in turn, so a slow spell of a shared machine (other tenants,
+    frequency changes) falls on all of them alike instead of on whichever ran during it. Returns
+    ``statistic`` (the median, or e.g. ``min``: interference only adds time) of the ``repeats`` block means.
+
+    A block is one untimed call and then as many timed calls as take about ``block_seconds`` (at least one;
+    estimated from the warm-up), so every function is timed warm, as in a loop, not right after another
+    function has evicted its data. Warm-up: ``warmup`` calls and ``settle_seconds`` of calls per function, as
+    in :func:`median_seconds`. Every ``fn`` must block until its result is ready.
+    """
+    block = {
+        name: max(1, min(1000, round(block_seconds / _warm_up(fn, warmup, settle_seconds)))) for name, fn in fns.items()
+    }
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            fn()  # untimed: the block starts warm (caches, buffers), not right after another function's calls
+            start = time.perf_counter()
+            for _ in range(block[name]):
+                fn()
+            times[name].append((time.perf_counter() - start) / block[name])
+    return {name: statistic(t) for name, t in times.items()}
 
 
 def print_throughput(rows: dict[str, float], batch_size: int, reference: str | Sequence[str] | None) -> None:
