@@ -1,12 +1,12 @@
 """Speed of the bilinear sampler against map_coordinates, dm-pix and torch's grid_sample, in one run.
 
-Command (the table in the README came from it):
+Command (the table in the README came from it, with torch 2.13.0 on PYTHONPATH):
 
-    .venv/bin/python -m experiments.benchmarks.sampler
+    .venv/bin/python -m experiments.benchmarks.sampler --repeats 50 --fastest
 
-Prints, per size, the median time of the forward pass and of forward+backward (gradients with respect to
-the images and the grid, i.e. what a spatial transformer needs) over ``--repeats`` runs after warm-up, the
-compile excluded, and each variant's ratio to torch's time. torch is timed first; then the JAX variants of
+Prints, per size, the median time (with ``--fastest``: the fastest block's) of the forward pass and of
+forward+backward (gradients with respect to the images and the grid, i.e. what a spatial transformer needs)
+over ``--repeats`` runs after warm-up, the compile excluded, and each variant's ratio to torch's time. torch is timed first; then the JAX variants of
 one size are timed round-robin in blocks (``common.interleaved_seconds``), so the slow spells of a
 shared machine hit them alike and their comparison (ours against ``map_coordinates``) is fair. torch
 (``pip install -e .[reference]``; the README table used 2.13.0) and dm-pix are optional; their columns are
