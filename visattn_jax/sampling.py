@@ -311,13 +311,22 @@ def _combine_taps_jvp(primals, tangents):
     terms = []
     if not isinstance(d_images, SymbolicZero):
         terms.append(_tangent_of_image(d_images, batch, rows, cols, wy, wx))
-    # Product rule over the per-axis weights; a symbolic-zero pair is skipped, a single one is a zero array.
-    for d_w, w, is_y in ((d_wy, wy, True), (d_wx, wx, False)):
-        if all(isinstance(d, SymbolicZero) for d in d_w):
-            continue
-        d_w = tuple(jnp.zeros_like(wk) if isinstance(d, SymbolicZero) else d for d, wk in zip(d_w, w, strict=True))
-        terms.append(_bilinear(d_w, wx, taps) if is_y else _bilinear(wy, d_w, taps))
+    # Product rule over the per-axis weights: d(wy wx) = dwy wx + wy dwx.
+    if (d_wy := _instantiate_pair(d_wy, wy)) is not None:
+        terms.append(_bilinear(d_wy, wx, taps))
+    if (d_wx := _instantiate_pair(d_wx, wx)) is not None:
+        terms.append(_bilinear(wy, d_wx, taps))
     return out, sum(terms) if terms else jnp.zeros_like(out)
+
+
+def _instantiate_pair(tangents: tuple, primals: tuple) -> tuple | None:
+    """None if both tangents of a weight pair are symbolic zeros (skip the term), else the pair with a symbolic
+    zero replaced by a zero array."""
+    if all(isinstance(t, SymbolicZero) for t in tangents):
+        return None
+    return tuple(
+        jnp.zeros_like(p) if isinstance(t, SymbolicZero) else t for t, p in zip(tangents, primals, strict=True)
+    )
 
 
 def _sample(
