@@ -19,8 +19,10 @@ so 1 and N devices compute the same step. The same code runs on 1 or N devices (
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
+import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -40,6 +42,7 @@ __all__ = [
     "make_mesh",
     "make_optimizer",
     "make_schedule",
+    "provenance",
     "resolve_epochs",
     "restore_params",
 ]
@@ -331,7 +334,9 @@ def fit(task: Task, config, workdir: str | Path, *, progress: bool = True) -> tu
     ``_CPU_CONV_OPTIONS``), and the optimiser fields of :func:`make_optimizer`.
 
     Writes to ``workdir``: ``checkpoints/`` (orbax; a rerun resumes from the last one and reaches the same
-    parameters as an uninterrupted run), ``metrics.jsonl`` and TensorBoard files, ``summary.json``.
+    parameters as an uninterrupted run), ``metrics.jsonl`` and TensorBoard files, ``provenance.jsonl`` (one
+    :func:`provenance` record per invocation). The summary records the provenance (the experiment writes it
+    to ``summary.json``).
 
     Returns:
       The final state and the summary (final evaluation, wall time, throughput).
@@ -372,6 +377,7 @@ def fit(task: Task, config, workdir: str | Path, *, progress: bool = True) -> tu
     eval_step = jax.jit(task.eval_fn)
     stream = _global_batches(task, start, mesh) if task.train_stream is not None else None
     log = _MetricsLog(workdir, start)
+    invocations = _provenance_log(workdir, start)
 
     def save(step: int) -> None:
         manager.save(step, args=ocp.args.StandardSave(state), force=True)
@@ -457,6 +463,9 @@ def fit(task: Task, config, workdir: str | Path, *, progress: bool = True) -> tu
         "devices": mesh.size,
         "steps_per_epoch": task.steps_per_epoch or None,
         "platform": jax.devices()[0].platform,
+        # The code and libraries of this invocation, and of every invocation that trained part of the run.
+        "provenance": invocations[-1],
+        "invocations": invocations,
     }
     previous = workdir / "summary.json"
     if steps_run == 0 and previous.exists():
@@ -467,13 +476,58 @@ def fit(task: Task, config, workdir: str | Path, *, progress: bool = True) -> tu
     return state, summary
 
 
-def _record(line: str) -> dict[str, Any] | None:
-    """One ``metrics.jsonl`` line, or None for a blank or cut-off one (a process killed while writing it)."""
+def provenance() -> dict[str, Any]:
+    """Where a result comes from: the code version (``git describe --always --dirty`` of the checkout this
+    package was imported from, None outside a git checkout), the UTC date and time, and the versions of
+    Python, jax, jaxlib, flax and optax."""
+    import platform
+    from importlib import metadata
+
+    def version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(
+            ["git", "describe", "--always", "--dirty"], cwd=root, capture_output=True, text=True, timeout=30
+        )
+        code = commit.stdout.strip() if commit.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        code = None
+    return {
+        "commit": code or None,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        **{name: version(name) for name in ("jax", "jaxlib", "flax", "optax")},
+    }
+
+
+def _provenance_log(workdir: Path, start: int) -> list[dict[str, Any]]:
+    """Appends this invocation's :func:`provenance` (with the step it started from) to ``provenance.jsonl``
+    in the work folder and returns every invocation's record: a resumed run lists each code version that
+    trained part of it."""
+    path = workdir / "provenance.jsonl"
+    with open(path, "a") as file:
+        file.write(json.dumps({"start_step": start, **provenance()}) + "\n")
+    return [record for line in path.read_text().splitlines() if (record := _json_or_none(line)) is not None]
+
+
+def _json_or_none(line: str) -> dict[str, Any] | None:
+    """A JSON object from one line of a log, or None for a blank, cut-off or non-object line."""
     try:
         record = json.loads(line)
     except json.JSONDecodeError:
         return None
-    return record if isinstance(record, dict) and "step" in record else None
+    return record if isinstance(record, dict) else None
+
+
+def _record(line: str) -> dict[str, Any] | None:
+    """One ``metrics.jsonl`` line, or None for a blank or cut-off one (a process killed while writing it)."""
+    record = _json_or_none(line)
+    return record if record is not None and "step" in record else None
 
 
 def _evaluation_history(metrics_jsonl: Path, final_step: int) -> list[dict[str, Any]]:
