@@ -73,11 +73,100 @@ def test_rotation_by_zero_degrees_is_identity():
     np.testing.assert_array_equal(np.asarray(out), digits)
 
 
-def test_rotation_by_90_degrees_turns_the_image():
-    digits = _digits(4)
-    out = np.asarray(data.rotated(jax.random.PRNGKey(0), digits, max_degrees=90.0))
-    # Not exactly 90 degrees: the angle is random. Check mass is preserved (a pure rotation of centred ink).
-    np.testing.assert_allclose(out.sum((1, 2, 3)), digits.sum((1, 2, 3)), rtol=0.05)
+def _source_grids(monkeypatch, generator, n=400, seed=7, **kwargs):
+    """The pull grids ``[n, 28, 28, 2]`` (normalised source x, y per output pixel) a geometric distortion
+    samples with: its ``grid_sample`` is replaced by one that returns the grid."""
+    from visattn_jax.data import distortions
+
+    monkeypatch.setattr(distortions, "grid_sample", lambda digits, grid: grid)
+    return np.asarray(generator(jax.random.PRNGKey(seed), _digits(n), **kwargs), np.float64)
+
+
+def _pixel_centres(size=28):
+    """Normalised (x, y) of the output pixel centres (align_corners=False): ``[size, size, 2]``."""
+    t = (2.0 * np.arange(size) + 1.0) / size - 1.0
+    x, y = np.meshgrid(t, t)
+    return np.stack([x, y], -1)
+
+
+def test_rotation_angles_are_uniform_in_90_degrees_about_the_centre(monkeypatch):
+    """R's geometry from its pull grids: each is a pure rotation (orthonormal, det 1) about the image centre
+    (no translation), and the angles fill [-90, 90] degrees uniformly (Kolmogorov-Smirnov against U)."""
+    import scipy.stats
+
+    grids = _source_grids(monkeypatch, data.rotated)
+    q = _pixel_centres().reshape(-1, 2)
+    design = np.concatenate([q, np.ones((len(q), 1))], 1)  # source = [q, 1] @ [A^T; t]
+    angles = []
+    for grid in grids:
+        coef, *_ = np.linalg.lstsq(design, grid.reshape(-1, 2), rcond=None)
+        linear, shift = coef[:2].T, coef[2]
+        np.testing.assert_allclose(linear @ linear.T, np.eye(2), atol=1e-5)
+        assert np.linalg.det(linear) > 0
+        np.testing.assert_allclose(shift, 0.0, atol=1e-5)
+        angles.append(np.degrees(np.arctan2(linear[1, 0], linear[0, 0])))
+    angles = np.asarray(angles)
+    assert np.all(np.abs(angles) <= 90.0 + 1e-3)
+    assert angles.min() < -85.0 and angles.max() > 85.0
+    assert scipy.stats.kstest(angles, scipy.stats.uniform(-90.0, 180.0).cdf).pvalue > 1e-3
+
+
+def _fit_homography(q: np.ndarray, source: np.ndarray) -> np.ndarray:
+    """The 3x3 homography (H[2, 2] = 1) that maps points q [M, 2] to source [M, 2], by least squares (DLT)."""
+    x, y, u, v = q[:, 0], q[:, 1], source[:, 0], source[:, 1]
+    zeros, ones = np.zeros_like(x), np.ones_like(x)
+    rows = np.concatenate(
+        [
+            np.stack([x, y, ones, zeros, zeros, zeros, -u * x, -u * y], 1),
+            np.stack([zeros, zeros, zeros, x, y, ones, -v * x, -v * y], 1),
+        ]
+    )
+    h, *_ = np.linalg.lstsq(rows, np.concatenate([u, v]), rcond=None)
+    return np.append(h, 1.0).reshape(3, 3)
+
+
+def test_projective_corners_move_by_the_scale_and_gaussian_noise(monkeypatch):
+    """P's geometry from its pull grids: each is a homography (fitted exactly); the output frame's corners c
+    read the source points c / s + noise. Per image, 1 / s is the mean of c * H(c) over the 8 coordinates (the
+    noise averages out); the residuals are the corner noise, N(0, 0.1^2) (7 of 8 degrees of freedom left)."""
+    grids = _source_grids(monkeypatch, data.projective)
+    q = _pixel_centres().reshape(-1, 2)
+    corners = np.array([[-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0], [1.0, 1.0]])
+    inverse_scales, residuals = [], []
+    for grid in grids:
+        h = _fit_homography(q, grid.reshape(-1, 2))
+        mapped = np.concatenate([q, np.ones((len(q), 1))], 1) @ h.T
+        np.testing.assert_allclose(mapped[:, :2] / mapped[:, 2:], grid.reshape(-1, 2), atol=1e-4)  # a homography
+        at_corners = np.concatenate([corners, np.ones((4, 1))], 1) @ h.T
+        source = at_corners[:, :2] / at_corners[:, 2:]
+        inverse_scale = np.mean(source * corners)
+        inverse_scales.append(inverse_scale)
+        residuals.append(source - corners * inverse_scale)
+    inverse_scales, residuals = np.asarray(inverse_scales), np.concatenate(residuals).ravel()
+    # 1 / s for s ~ U[0.75, 1]: in [1, 4/3], mean ln(4/3) / 0.25 = 1.1507; the estimate carries noise 0.1/sqrt(8).
+    assert 1.0 - 0.12 < inverse_scales.min() < 1.04 and 4 / 3 - 0.04 < inverse_scales.max() < 4 / 3 + 0.12
+    assert abs(inverse_scales.mean() - np.log(4 / 3) / 0.25) < 0.01
+    assert abs(residuals.std() - 0.1 * np.sqrt(7 / 8)) < 0.006 and abs(residuals.mean()) < 0.005
+
+
+def test_elastic_control_points_move_by_1_5_pixels(monkeypatch):
+    """E's geometry from its pull grids: the displacement at the 4x4 control points (read off the smooth
+    grid by linear interpolation, and extrapolation at the frame's edge) is N(0, 1.5^2) pixels per axis,
+    independent between x and y, with no net shift."""
+    import scipy.interpolate
+
+    from visattn_jax.grids import tps_control_points
+
+    grids = _source_grids(monkeypatch, data.elastic, n=200)
+    t = _pixel_centres()[0, :, 0]
+    points = np.asarray(tps_control_points(4), np.float64)  # (x, y)
+    displacements = []
+    for grid in grids:
+        read = scipy.interpolate.RegularGridInterpolator((t, t), grid, bounds_error=False, fill_value=None)
+        displacements.append(read(points[:, ::-1]) - points)  # the grid is indexed [y, x]
+    pixels = np.concatenate(displacements) * 14.0  # normalised -> pixels: 28 pixels span 2 units
+    assert abs(pixels.std() - 1.5) < 0.08 and np.all(np.abs(pixels.mean(0)) < 0.1)
+    assert abs(np.corrcoef(pixels[:, 0], pixels[:, 1])[0, 1]) < 0.08
 
 
 def test_projective_with_no_noise_and_unit_scale_is_identity():
@@ -201,3 +290,19 @@ def test_reading_prepared_mnist_does_not_import_tensorflow(tmp_path):
         assert result.stdout.strip().splitlines()[-1].startswith(expected), result.stdout
         for noise in ("OpenCV", "oneDNN", "google_auth", "Google authentication"):  # TF's start-up lines too
             assert noise not in result.stderr, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name", ["rts", "cluttered60"])
+def test_make_test_set_is_fixed_by_the_seed_and_chunked_by_position(name):
+    """The fixed test sets: the same seed gives the same images bit for bit; each chunk has its own key (two
+    chunks of identical digits come out different), so a longer set extends a shorter one at chunk boundaries
+    instead of redrawing it; another seed gives another set."""
+    from visattn_jax.train.classification import make_test_set
+
+    digits = (np.tile(_digits(4), (3, 1, 1, 1)) * 255).astype(np.uint8)  # chunks 0, 1, 2 hold the same digits
+    full = make_test_set(name, digits, seed=5, chunk=4)
+    assert full.shape == (12, SIZES[name], SIZES[name], 1) and full.dtype == np.float32
+    np.testing.assert_array_equal(full, make_test_set(name, digits, seed=5, chunk=4))
+    np.testing.assert_array_equal(full[:8], make_test_set(name, digits[:8], seed=5, chunk=4))
+    assert not np.array_equal(full[:4], full[4:8]) and not np.array_equal(full[4:8], full[8:])
+    assert not np.array_equal(full, make_test_set(name, digits, seed=6, chunk=4))

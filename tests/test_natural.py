@@ -476,3 +476,27 @@ def test_senet_cells_build_with_the_papers_sizes():
         senet.get_config("r8,imagenet,cpu")
     with pytest.raises(ValueError, match="CELL must be one of"):
         senet.get_config("r3")
+
+
+def test_reported_error_equals_an_independent_count_over_a_ragged_last_batch(tmp_path):
+    """fit's test error against a count made here: the trained variables applied to all 19 test images at
+    once (normalised by hand), argmax against the labels. The evaluation batches are 8, 8 and 3 images on 4
+    devices, so the last one cannot be split and is replicated: it must be counted once, not dropped or
+    counted per device."""
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (64, 16, 16, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, 64).astype(np.int32)
+    model = _tiny_model()
+    task = image_classification_task(
+        model, train_images=images, train_labels=labels, test_images=images[:19], test_labels=labels[:19],
+        batch_size=16, mean=(0.5, 0.4, 0.3), std=(0.25, 0.2, 0.3), eval_batch_size=8,
+    )  # fmt: skip
+    assert [len(b["label"]) for b in task.eval_batches] == [8, 8, 3]
+    state, summary = train.fit(task, _config(num_steps=6, num_devices=4), tmp_path, progress=False)
+    x = (images[:19].astype(np.float32) / 255.0 - np.array([0.5, 0.4, 0.3])) / np.array([0.25, 0.2, 0.3])
+    variables = jax.device_get({**state.eval_params, **state.model_state})
+    logits = np.asarray(model.apply(variables, jnp.asarray(x, jnp.float32), train=False))
+    wrong = int(np.sum(np.argmax(logits, -1) != labels[:19]))
+    assert summary["final"]["count"] == 19
+    np.testing.assert_allclose(summary["final"]["error_percent"], 100.0 * wrong / 19, atol=1e-4)
+    assert 0 < wrong < 19  # a count that could go either way

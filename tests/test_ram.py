@@ -265,3 +265,42 @@ def test_ram_loss_names_wrong_labels(labels, match):
     outputs = {"logits": jnp.zeros((4, 10))}
     with pytest.raises(ValueError, match=match):
         ram.ram_loss(outputs, labels)
+
+
+def test_ram_loss_value_and_gradients_against_numpy():
+    """The hybrid loss on hand-made outputs, against an independent NumPy computation: cross-entropy +
+    REINFORCE (reward 1 if correct, minus the baseline, summed over glimpses, averaged over images) + the
+    baselines' squared error; and its gradients: -(R - b) / N to each log-probability, 2 (b - R) / (N T) to
+    each baseline (the policy term treats the baseline as a constant)."""
+    rng = np.random.default_rng(0)
+    n, t, c = 6, 3, 4
+    logits = rng.normal(size=(n, c)).astype(np.float32)
+    labels = np.argmax(logits, -1).astype(np.int32)
+    labels[::2] = (labels[::2] + 1) % c  # half right, half wrong
+    log_probs = rng.normal(size=(n, t)).astype(np.float32)
+    baselines = rng.uniform(size=(n, t)).astype(np.float32)
+    outputs = {
+        "logits": jnp.asarray(logits),
+        "log_probs": jnp.asarray(log_probs),
+        "baselines": jnp.asarray(baselines),
+        "means": jnp.zeros((n, t, 2)),
+    }
+    shifted = logits - logits.max(1, keepdims=True)
+    log_softmax = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+    cross_entropy = -log_softmax[np.arange(n), labels].mean()
+    reward = (np.argmax(logits, -1) == labels).astype(np.float32)
+    policy = -np.mean(np.sum(log_probs * (reward[:, None] - baselines), 1))
+    fit = np.mean((baselines - reward[:, None]) ** 2)
+    loss, metrics = ram.ram_loss(outputs, jnp.asarray(labels))
+    np.testing.assert_allclose(float(loss), cross_entropy + policy + fit, rtol=1e-6)
+    np.testing.assert_allclose(float(metrics["cross_entropy"]), cross_entropy, rtol=1e-6)
+    np.testing.assert_allclose(float(metrics["reinforce"]), policy, rtol=1e-6)
+    np.testing.assert_allclose(float(metrics["baseline_mse"]), fit, rtol=1e-6)
+    assert float(metrics["reward"]) == reward.mean() == 0.5
+
+    def total(log_probs, baselines):
+        return ram.ram_loss({**outputs, "log_probs": log_probs, "baselines": baselines}, jnp.asarray(labels))[0]
+
+    d_log_probs, d_baselines = jax.grad(total, argnums=(0, 1))(outputs["log_probs"], outputs["baselines"])
+    np.testing.assert_allclose(d_log_probs, -(reward[:, None] - baselines) / n, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(d_baselines, 2 * (baselines - reward[:, None]) / (n * t), rtol=1e-5, atol=1e-7)
