@@ -17,7 +17,7 @@ echo "setup: installing visattn_jax and its test / experiment dependencies into 
 .venv/bin/python -m pip install --quiet -e ".[test,benchmarks,experiments]"
 if [ "${VISATTN_WITH_TORCH:-1}" = "1" ]; then
   echo "setup: installing the PyTorch / timm references (torch 2.14.1, torchvision 0.29.1, timm; about 5.5 GB, several minutes on a fresh machine)"
-  .venv/bin/python -m pip install --quiet -e ".[reference]" || echo "setup: torch / timm not installed; their comparisons will be skipped"
+  .venv/bin/python -m pip install --quiet -e ".[reference]" || { echo "setup: torch / timm could not be installed; their comparisons will be skipped (and fail under VISATTN_REQUIRE_REFERENCES=1, as in CI)"; [ "${VISATTN_REQUIRE_REFERENCES:-0}" != "1" ] || exit 1; }
 fi
 mnist_dir=${VISATTN_MNIST_DIR:-../shared/data/mnist}
 manual_dir=${TFDS_DATA_DIR:-$HOME/tensorflow_datasets}/downloads/manual

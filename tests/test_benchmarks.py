@@ -15,6 +15,7 @@ def test_peak_bandwidth_by_device_kind():
     assert accelerator.peak_bandwidth("cpu") is None
 
 
+@pytest.mark.slow
 def test_accelerator_benchmark_smoke(capsys):
     with jax.numpy_dtype_promotion("standard"):  # optax's Adam mixes Python floats and int32 counts
         accelerator.main(["--small", "--repeats", "1"])

@@ -270,6 +270,7 @@ def test_clutter_comes_from_other_digits():
         data.cluttered(jax.random.PRNGKey(0), digits[:1])
 
 
+@pytest.mark.slow
 def test_reading_prepared_mnist_does_not_import_tensorflow(tmp_path):
     """Preparing MNIST needs TensorFlow once; reading it afterwards must not import it (nor probe GCS)."""
     import subprocess

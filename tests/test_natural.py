@@ -318,10 +318,10 @@ def test_cifar_cpu_n_budget():
 @pytest.mark.parametrize(
     "configs,cell",
     [
-        (cifar, "resnet20,cpu"),
-        (cifar, "se_resnet20,paper,cifar100"),
-        ("ran", "attention56,noise30,cpu"),
-        ("senet", "se_identity,cifar,cpu"),
+        pytest.param(cifar, "resnet20,cpu", marks=pytest.mark.slow),
+        (cifar, "se_resnet20,paper,cifar100"),  # the default run's one: SE blocks, CIFAR-100 through TFDS's mock
+        pytest.param("ran", "attention56,noise30,cpu", marks=pytest.mark.slow),
+        pytest.param("senet", "se_identity,cifar,cpu", marks=pytest.mark.slow),
     ],
     ids=["resnet20", "se_resnet20_cifar100", "attention56_noise30", "senet_se_identity"],
 )

@@ -28,6 +28,7 @@ def figure_cells_without_images(notebook) -> list[int]:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_executes_and_shows_its_figures(path, tmp_path, monkeypatch):
     monkeypatch.setenv("VISATTN_NOTEBOOK_SMALL", "1")

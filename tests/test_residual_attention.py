@@ -114,8 +114,9 @@ def test_mask_activations_against_numpy():
 def test_mask_matches_the_trunk_size_for_odd_and_even_maps(size, depth):
     x = jnp.ones((1, size, size + 3, 16))
     module = AttentionModule(16, mask_depth=depth)
-    variables = module.init(jax.random.PRNGKey(0), x)
-    out, state = module.apply(variables, x, mutable=["intermediates"])
+    # Shapes only: traced abstractly (jax.eval_shape), nothing compiled or run.
+    variables = jax.eval_shape(module.init, jax.random.PRNGKey(0), x)
+    out, state = jax.eval_shape(lambda v, x: module.apply(v, x, mutable=["intermediates"]), variables, x)
     assert out.shape == x.shape and state["intermediates"]["mask"][0].shape == x.shape
 
 
@@ -192,6 +193,7 @@ def test_bad_module_configuration(kwargs, shape, match):
         AttentionModule(16, **kwargs).init(jax.random.PRNGKey(0), jnp.zeros(shape))
 
 
+@pytest.mark.slow
 def test_cifar_attention_trains_one_step():
     model = models.create_model("cifar_attention56")
     x = jax.random.normal(jax.random.PRNGKey(1), (2, 32, 32, 3))
@@ -207,18 +209,18 @@ def test_cifar_attention_trains_one_step():
         model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 1)))
 
 
-def test_benchmark_torch_network_is_an_independent_port_torch():
+def _assert_torch_port_matches(names: tuple[str, ...], sizes: tuple[int, ...]) -> None:
     """The PyTorch Residual Attention Network of the benchmark (written from the prototxts' description, its
-    hyperparameters read from our module) has exactly our parameters and, given our weights and BatchNorm
-    statistics, our logits, at an even and an odd input size."""
+    hyperparameters read from our module) has exactly our parameters for each of ``names`` and, given our
+    weights and BatchNorm statistics, CIFAR Attention-56's logits at each input size of ``sizes``."""
     torch = pytest.importorskip("torch")
     from experiments.benchmarks.residual_attention_train import torch_attention_net
 
-    for name in ("cifar_attention92", "attention56"):
+    for name in names:
         net = torch_attention_net(torch, models.create_model(name))
         assert sum(p.numel() for p in net.parameters()) == models.num_params(name)
     model = models.create_model("cifar_attention56")
-    variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 40, 40, 3)))
+    variables = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 40, 40, 3)))  # compiled: eager is slow
     rng = np.random.default_rng(0)
     # Random BatchNorm scales, shifts and statistics, so that no layer is the identity.
     variables = jax.tree_util.tree_map_with_path(
@@ -237,9 +239,20 @@ def test_benchmark_torch_network_is_an_independent_port_torch():
         {k: torch.from_numpy(v) for k, v in weights.to_torch_state_dict(variables).items()}, strict=False
     )
     assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing)
-    for size in (40, 33):
+    for size in sizes:
         x = rng.normal(size=(2, size, size, 3)).astype(np.float32)
-        ours = model.apply(variables, jnp.asarray(x), train=False)
+        ours = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, jnp.asarray(x))
         with torch.no_grad():
             theirs = net(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
         np.testing.assert_allclose(np.asarray(ours), theirs, rtol=1e-4, atol=1e-4)
+
+
+def test_benchmark_torch_network_is_an_independent_port_torch():
+    """The default run's port check: CIFAR Attention-56's parameters, and its logits at an odd size."""
+    _assert_torch_port_matches(("cifar_attention56",), (33,))
+
+
+@pytest.mark.slow
+def test_benchmark_torch_network_is_an_independent_port_at_every_size_torch():
+    """The full port check: CIFAR Attention-92 and ImageNet Attention-56 parameter counts, even and odd sizes."""
+    _assert_torch_port_matches(("cifar_attention92", "attention56"), (40, 33))

@@ -284,6 +284,12 @@ def test_timm_logits_after_import_torch(name):
     assert_timm_logits_match(name)
 
 
+def test_timm_logits_at_64_pixels_torch():
+    """The default run's stand-in for the 224-pixel comparisons above (slow tier): the same weight import and
+    logits check for ResNet-50 at 64x64 (every layer, every stride, a 2x2 final map)."""
+    assert_timm_logits_match("resnet50", size=64)
+
+
 @pytest.mark.parametrize("block", ["basic", "bottleneck", "preact_bottleneck"])
 def test_pre_position_leaves_the_identity_path_alone(block):
     """SE-PRE recalibrates the residual branch's input only: with a gate of 0 there, the branch sees zeros and the

@@ -161,6 +161,11 @@ def test_timm_logits_after_import_torch(name):
     assert_timm_logits_match(name)
 
 
+def test_timm_logits_at_64_pixels_torch():
+    """The default run's stand-in for the 224-pixel comparisons above (slow tier): SE-ResNet-50 at 64x64."""
+    assert_timm_logits_match("seresnet50", size=64)
+
+
 def test_evaluate_command_pieces(tmp_path):
     """experiments.evaluate_imagenet: state dict files load, and evaluation counts top-1 / top-5 correctly."""
     import flax

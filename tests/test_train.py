@@ -93,9 +93,21 @@ def test_every_config_builds(cell):
     assert (model.transformer is not None) == config.model.startswith("st_")
 
 
+# The default run keeps one cell of each kind (the quickstart's ST-CNN, a RAM episode, a conv baseline on
+# clutter); every other cell runs in the slow tier (``-m slow``).
+FAST_SMOKE_CELLS = {"quickstart", "translated60,ram_random,2", "cluttered60,conv_paper,1"}
+
+
+def _smoke_params(cells):
+    return [
+        pytest.param(configs, cell, marks=() if cell in FAST_SMOKE_CELLS else pytest.mark.slow)
+        for configs, cell in cells
+    ]
+
+
 @pytest.mark.parametrize(
     "configs,cell",
-    [(stn_mnist, cell) for cell in SMOKE_CELLS] + [(ram_mnist, cell) for cell in RAM_SMOKE_CELLS],
+    _smoke_params([(stn_mnist, cell) for cell in SMOKE_CELLS] + [(ram_mnist, cell) for cell in RAM_SMOKE_CELLS]),
     ids=lambda x: x if isinstance(x, str) else x.__name__.rsplit(".", 1)[-1],
 )
 def test_config_trains_one_step_on_mock_data(configs, cell, tmp_path):
