@@ -315,6 +315,22 @@ def test_cifar_cpu_n_budget():
     assert cifar.get_config("resnet20,cpu20").num_epochs == cifar.get_config("resnet20,cpu").num_epochs
 
 
+def test_cifar_short_budget_is_warm_up_then_cosine_to_zero():
+    """short30: 11,700 steps; the rate rises linearly over the first epoch (390 steps) to 0.1, follows a
+    cosine to 0 at the last step; Nesterov, decay 5e-4 on kernels only. Also for the deep networks (no extra
+    warm-up) and through senet.py's CIFAR cells."""
+    config = train.resolve_epochs(cifar.get_config("resnet110,short30"), 390)
+    assert (config.num_steps, config.warmup_steps, config.optimizer) == (11700, 390, "nesterov")
+    assert (config.weight_decay, config.weight_decay_mask) == (5e-4, "kernels")
+    schedule = train.make_schedule(config)
+    rates = [float(schedule(step)) for step in (0, 195, 390, 390 + 5655, 11700)]
+    np.testing.assert_allclose(rates, [0.0, 0.05, 0.1, 0.05, 0.0], atol=1e-6)
+    assert cifar.get_config("resnet20,short12.5").num_epochs == 12.5
+    from experiments.configs import senet
+
+    assert senet.get_config("r16,cifar,short30").schedule == "cosine"
+
+
 @pytest.mark.parametrize(
     "configs,cell",
     [
