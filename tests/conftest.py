@@ -46,11 +46,8 @@ def standard_dtype_promotion():
         yield
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    """With VISATTN_REQUIRE_REFERENCES=1, a skip whose reason is not in EXPECTED_SKIPS fails the test."""
-    outcome = yield
-    report = outcome.get_result()
+def _fail_forbidden_skip(report) -> None:
+    """With VISATTN_REQUIRE_REFERENCES=1, turns a skip whose reason is not in EXPECTED_SKIPS into a failure."""
     if os.environ.get("VISATTN_REQUIRE_REFERENCES") != "1" or not report.skipped or hasattr(report, "wasxfail"):
         return
     reason = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
@@ -60,9 +57,12 @@ def pytest_runtest_makereport(item, call):
 
 
 @pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A skipped test (``pytest.skip``, ``importorskip`` inside it) under the switch."""
+    _fail_forbidden_skip((yield).get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
 def pytest_make_collect_report(collector):
-    """The same for a whole module skipped at import (``pytest.importorskip`` at module level)."""
-    outcome = yield
-    report = outcome.get_result()
-    if os.environ.get("VISATTN_REQUIRE_REFERENCES") == "1" and report.skipped:
-        report.outcome = "failed"
+    """A whole module skipped at import (``pytest.importorskip`` at module level) under the switch."""
+    _fail_forbidden_skip((yield).get_result())

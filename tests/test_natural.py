@@ -326,9 +326,11 @@ def test_cifar_short_budget_is_warm_up_then_cosine_to_zero():
     rates = [float(schedule(step)) for step in (0, 195, 390, 390 + 5655, 11700)]
     np.testing.assert_allclose(rates, [0.0, 0.05, 0.1, 0.05, 0.0], atol=1e-6)
     assert cifar.get_config("resnet20,short12.5").num_epochs == 12.5
-    from experiments.configs import senet
+    from experiments.configs import residual_attention, senet
 
     assert senet.get_config("r16,cifar,short30").schedule == "cosine"
+    ran = train.resolve_epochs(residual_attention.get_config("attention56,nal,short3"), 781)  # batch 64
+    assert (ran.num_steps, ran.warmup_steps, ran.schedule, ran.eval_every) == (2343, 781, "cosine", 3905)
 
 
 @pytest.mark.parametrize(

@@ -118,15 +118,13 @@ def is_budget(budget: str) -> bool:
     return False
 
 
-def set_short_budget(config: ml_collections.ConfigDict, budget: str) -> bool:
-    """Applies :data:`SHORT` for ``N`` epochs when ``budget`` is ``shortN``; returns whether it did."""
-    if not budget.startswith("short"):
-        return False
+def set_short_budget(config: ml_collections.ConfigDict, epochs: float) -> None:
+    """Applies :data:`SHORT` over ``epochs`` epochs of CIFAR's 50,000 images at ``config.batch_size`` (set
+    first), evaluating every 5 epochs."""
     config.update(SHORT)
-    config.num_epochs = float(budget.removeprefix("short"))
+    config.num_epochs = epochs
     config.decay_epochs = ()
-    config.eval_every = 1950  # every 5 epochs at batch 128
-    return True
+    config.eval_every = 5 * (50_000 // config.batch_size)
 
 
 def get_config(arg: str = "resnet20,paper") -> ml_collections.ConfigDict:
@@ -144,13 +142,13 @@ def get_config(arg: str = "resnet20,paper") -> ml_collections.ConfigDict:
         config.num_epochs = 164.0
         config.decay_epochs = (82.0, 123.0)
         config.eval_every = 3900  # every 10 epochs
-    elif set_short_budget(config, budget):
-        pass
+    elif budget.startswith("short"):
+        set_short_budget(config, float(budget.removeprefix("short")))
     else:
         config.num_epochs = float(epochs or 20)
         config.decay_epochs = (config.num_epochs / 2, config.num_epochs * 3 / 4)
         config.eval_every = 780  # every 2 epochs
-    if model.removeprefix("se_") in ("resnet110", "preact_resnet164") and not budget.startswith("short"):
+    if model.removeprefix("se_") in ("resnet110", "preact_resnet164"):
         config.warmup_epochs = 1.0
     config.num_steps = 0  # from num_epochs
     return config

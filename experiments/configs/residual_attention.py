@@ -35,7 +35,7 @@ evaluation.
 
 from __future__ import annotations
 
-from experiments.configs.cifar import DATASETS, image_config, is_budget
+from experiments.configs.cifar import DATASETS, image_config, is_budget, set_short_budget
 from experiments.configs.common import parse_cell
 
 MODELS = {
@@ -62,7 +62,7 @@ def get_config(arg: str = "attention92,arl,paper"):
             ("DATASET", DATASETS, "cifar10"),
         ],
         example="attention92,arl,cpu",
-        describe={"BUDGET": "one of paper | cpu | cpuN (N epochs, e.g. cpu2 or cpu0.5)"},
+        describe={"BUDGET": "one of paper | cpu | cpuN (N epochs, e.g. cpu2 or cpu0.5) | shortN (e.g. short3)"},
     )
     if model == "preact_resnet164" and not (variant == "arl" or variant.startswith("noise")):
         raise ValueError(f"VARIANT {variant!r} changes the attention module; preact_resnet164 has none.")
@@ -78,6 +78,8 @@ def get_config(arg: str = "attention92,arl,paper"):
         config.num_epochs = 160_000 / steps_per_epoch
         config.decay_epochs = (64_000 / steps_per_epoch, 96_000 / steps_per_epoch)
         config.eval_every = 8000
+    elif budget.startswith("short"):
+        set_short_budget(config, float(budget.removeprefix("short")))
     else:
         config.num_epochs = float(budget.removeprefix("cpu") or 4)
         config.decay_epochs = (config.num_epochs / 2, config.num_epochs * 3 / 4)

@@ -70,7 +70,7 @@ def get_config(arg: str = "seresnet50,imagenet") -> ml_collections.ConfigDict:
         arg,
         [("CELL", CELLS, None), ("SCALE", SCALES, "imagenet"), ("BUDGET", cifar.is_budget, "cpu")],
         example="se_pre,cifar,cpu3",
-        describe={"BUDGET": "one of paper | cpu | cpuN (CIFAR scale only)"},
+        describe={"BUDGET": "one of paper | cpu | cpuN | shortN (CIFAR scale only)"},
     )
     if scale == "imagenet" and arg.count(",") == 2:
         raise ValueError(f"BUDGET is for the cifar scale only; ImageNet cells use SENet's schedule, got {arg!r}.")
