@@ -528,7 +528,11 @@ _TAPS = (np.zeros((2, 2), np.int32), np.zeros((2, 2)))
         ),
         (lambda: va.bilinear_sample(np.zeros((0, 4, 1)), np.zeros((2, 2))), ValueError, r"non-empty"),
         (lambda: va.grid_sample(np.zeros((2, 4, 4, 1)), np.zeros((3, 2, 2, 2))), ValueError, r"same N"),
-        (lambda: va.grid_sample(np.zeros((4, 4, 1)), np.zeros((4, 2, 2, 2))), ValueError, r"images must have rank 4"),
+        (
+            lambda: va.grid_sample(np.zeros((4, 4, 1)), np.zeros((4, 2, 2, 2))),
+            ValueError,
+            r"images must be an image \[N, H, W, C\] or a volume \[N, D, H, W, C\].*rank 3",
+        ),
         (lambda: va.separable_sample(np.zeros((4, 4, 1)), np.zeros((2, 2)), np.zeros(3)), ValueError, r"rank 1"),
         (
             lambda: va.apply_taps(np.zeros((4, 4, 1)), (np.zeros((2, 2), np.int32), np.zeros((2, 3))), _TAPS),

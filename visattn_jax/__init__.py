@@ -11,6 +11,8 @@ from visattn_jax.grids import (
     tps_grid,
 )
 from visattn_jax.sampling import (
+    INTERPOLATION_MODES,
+    InterpolationMode,
     PaddingMode,
     apply_interpolation,
     apply_taps,
@@ -18,6 +20,7 @@ from visattn_jax.sampling import (
     grid_sample,
     interpolation_matrix,
     interpolation_taps,
+    sample,
     separable_sample,
     taps_to_matrix,
 )
@@ -25,6 +28,8 @@ from visattn_jax.sampling import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "INTERPOLATION_MODES",
+    "InterpolationMode",
     "PaddingMode",
     "affine_grid",
     "apply_interpolation",
@@ -38,6 +43,7 @@ __all__ = [
     "interpolation_matrix",
     "interpolation_taps",
     "projective_grid",
+    "sample",
     "separable_sample",
     "taps_to_matrix",
     "tps_control_points",

@@ -31,6 +31,11 @@ __all__ = [
 
 
 def _check_shape(shape: Sequence[int]) -> tuple[int, int]:
+    if len(shape) == 3:
+        raise ValueError(
+            f"shape {tuple(shape)!r} is a volume's (d, h, w): this generator makes 2-D grids; affine_grid and "
+            "base_grid also make 3-D ones."
+        )
     if len(shape) != 2 or not all(isinstance(s, (int, np.integer)) and s >= 1 for s in shape):
         raise ValueError(f"shape must be a pair of positive ints (h, w), got {shape!r}.")
     return int(shape[0]), int(shape[1])
@@ -61,38 +66,55 @@ def base_coords(size: int, *, align_corners: bool = False) -> np.ndarray:
 
 
 def base_grid(shape: Sequence[int], *, align_corners: bool = False) -> np.ndarray:
-    """The identity grid: ``[h, w, 2]`` normalised ``(x, y)`` of every output pixel (a NumPy constant)."""
+    """The identity grid (a NumPy constant): ``[h, w, 2]`` normalised ``(x, y)`` of every output pixel for
+    ``shape = (h, w)``, or ``[d, h, w, 3]`` normalised ``(x, y, z)`` of every output voxel for ``(d, h, w)``."""
+    if len(shape) == 3:
+        d, h, w = _check_volume_shape(shape)
+        zs, ys, xs = (base_coords(n, align_corners=align_corners) for n in (d, h, w))
+        z, y, x = np.meshgrid(zs, ys, xs, indexing="ij")
+        return np.stack([x, y, z], axis=-1)
     h, w = _check_shape(shape)
     xs = base_coords(w, align_corners=align_corners)
     ys = base_coords(h, align_corners=align_corners)
     return np.stack(np.meshgrid(xs, ys, indexing="xy"), axis=-1)
 
 
+def _check_volume_shape(shape: Sequence[int]) -> tuple[int, int, int]:
+    if len(shape) != 3 or not all(isinstance(s, (int, np.integer)) and s >= 1 for s in shape):
+        raise ValueError(f"shape must be a triple of positive ints (d, h, w), got {shape!r}.")
+    return int(shape[0]), int(shape[1]), int(shape[2])
+
+
 def _apply_linear(matrix: jax.Array, base: jax.Array) -> jax.Array:
-    """``matrix @ (x, y, 1)`` for every point of ``base [..., 2]`` -> ``[..., rows]``.
+    """``matrix @ (x, y, 1)`` (or ``(x, y, z, 1)``) for every point of ``base [..., D]`` -> ``[..., rows]``.
 
     Written elementwise rather than as a matmul: exact for the identity (so it returns the base grid bit for
     bit) and free of the reduced default matmul precision of TPUs.
     """
-    x, y = base[..., 0:1], base[..., 1:2]
     column = lambda j: matrix[:, j].reshape((1,) * (base.ndim - 1) + (-1,))  # noqa: E731
-    return x * column(0) + y * column(1) + column(2)
+    out = base[..., 0:1] * column(0)
+    for j in range(1, base.shape[-1]):  # x * c0 + y * c1 (+ z * c2) + c_last
+        out = out + base[..., j : j + 1] * column(j)
+    return out + column(base.shape[-1])
 
 
 def affine_grid(theta: ArrayLike, shape: Sequence[int], *, align_corners: bool = False) -> jax.Array:
-    """Affine grid (STN eq. 1), the unbatched twin of ``torch.nn.functional.affine_grid``.
+    """Affine grid (STN eq. 1), the unbatched twin of ``torch.nn.functional.affine_grid``, for images and
+    volumes.
 
-    ``grid[i, j] = theta @ (x_j, y_i, 1)`` with ``(x_j, y_i)`` from :func:`base_grid`.
+    ``grid[i, j] = theta @ (x_j, y_i, 1)`` with ``(x_j, y_i)`` from :func:`base_grid`; for a volume
+    ``grid[k, i, j] = theta @ (x_j, y_i, z_k, 1)``.
 
     Args:
-      theta: ``[2, 3]`` affine matrix mapping output (target) coordinates to input (source) coordinates.
-      shape: ``(h, w)`` of the output.
+      theta: ``[2, 3]`` (images) or ``[3, 4]`` (volumes) affine matrix mapping output (target) coordinates to
+        input (source) coordinates.
+      shape: ``(h, w)`` or ``(d, h, w)`` of the output.
       align_corners: see :mod:`visattn_jax.sampling`.
 
     Returns:
-      ``[h, w, 2]`` normalised source coordinates, float32 (or theta's dtype if wider).
+      ``[h, w, 2]`` or ``[d, h, w, 3]`` normalised source coordinates, float32 (or theta's dtype if wider).
     """
-    theta = _check_params(theta, "theta", (2, 3))
+    theta = _check_params(theta, "theta", (3, 4) if len(shape) == 3 else (2, 3))
     base = jnp.asarray(base_grid(shape, align_corners=align_corners), theta.dtype)
     return _apply_linear(theta, base)
 
@@ -112,6 +134,7 @@ def attention_grid(params: ArrayLike, shape: Sequence[int], *, align_corners: bo
     separable, so :func:`visattn_jax.separable_sample` with ``x = s * base_coords(w) + t_x`` (and likewise
     ``y``) computes the same samples with matmuls.
     """
+    _check_shape(shape)
     return affine_grid(attention_to_affine(params), shape, align_corners=align_corners)
 
 
@@ -134,6 +157,7 @@ def projective_grid(
       ``[h, w, 2]`` normalised source coordinates.
     """
     homography = _check_params(homography, "homography", (3, 3))
+    _check_shape(shape)
     base = jnp.asarray(base_grid(shape, align_corners=align_corners), homography.dtype)
     uvz = _apply_linear(homography, base)
     z = uvz[..., 2:]
@@ -234,6 +258,7 @@ def tps_grid(
         inverse, targets, precision=jax.lax.Precision.HIGHEST
     )  # [K + 3, 2]: K radial weights, then (a_0, a_x, a_y) of the displacement
 
+    _check_shape(shape)
     base = jnp.asarray(base_grid(shape, align_corners=align_corners), offsets.dtype).reshape(-1, 2)
     cp = jnp.asarray(control_points, offsets.dtype)
     d2 = jnp.sum((base[:, None, :] - cp[None, :, :]) ** 2, axis=-1)  # [h * w, K]

@@ -31,6 +31,7 @@ Conventions (stated once here, used everywhere in the package)
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from functools import partial
 from typing import Literal
@@ -42,8 +43,13 @@ from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
 
 PaddingMode = Literal["zeros", "border", "reflection"]
+InterpolationMode = Literal["bilinear", "nearest", "bicubic"]
+#: PyTorch's ``grid_sample`` modes. ``"bilinear"`` on a volume is trilinear (PyTorch's name for it too).
+INTERPOLATION_MODES = ("bilinear", "nearest", "bicubic")
 
 __all__ = [
+    "INTERPOLATION_MODES",
+    "InterpolationMode",
     "PaddingMode",
     "apply_interpolation",
     "apply_taps",
@@ -51,6 +57,7 @@ __all__ = [
     "grid_sample",
     "interpolation_matrix",
     "interpolation_taps",
+    "sample",
     "separable_sample",
     "taps_to_matrix",
 ]
@@ -400,40 +407,232 @@ def grid_sample(
     images: ArrayLike,
     grid: ArrayLike,
     *,
+    mode: InterpolationMode = "bilinear",
     align_corners: bool = False,
     padding_mode: PaddingMode = "zeros",
 ) -> jax.Array:
-    """Batched bilinear sampling, the NHWC twin of ``torch.nn.functional.grid_sample(mode="bilinear")``.
+    """Batched sampling, the channels-last twin of ``torch.nn.functional.grid_sample``, in all its modes and
+    dimensions.
 
-    ``grid_sample(images, grid)[n] == bilinear_sample(images[n], grid[n])``. A PyTorch user converts with
-    ``images = x.permute(0, 2, 3, 1)`` and ``out.permute(0, 3, 1, 2)``; ``grid`` is the same array in both.
-    The batch is sampled as one flat array (not a ``vmap`` of :func:`bilinear_sample`), which makes the
-    image gradient one set of scatters instead of a batched scatter: faster on CPU.
+    Images ``[N, H, W, C]`` with a grid ``[N, h, w, 2]`` (``(x, y)``), or volumes ``[N, D, H, W, C]`` with a grid
+    ``[N, d, h, w, 3]`` (``(x, y, z)``, PyTorch's order); ``mode`` is ``"bilinear"`` (trilinear on volumes),
+    ``"nearest"`` or ``"bicubic"`` (images only), with PyTorch's definitions (see :func:`sample`).
+    ``grid_sample(images, grid)[n] == sample(images[n], grid[n])``. A PyTorch user converts with
+    ``images = x.permute(0, 2, 3, 1)`` (volumes: ``(0, 2, 3, 4, 1)``) and the inverse on the output; ``grid``
+    is the same array in both. The batch is sampled as one flat array (not a ``vmap``), which makes the image
+    gradient one set of scatters instead of a batched scatter: faster on CPU. 2-D bilinear sampling runs the
+    tuned four-tap path of :func:`bilinear_sample`.
 
     Args:
-      images: ``[N, H, W, C]`` floating images.
-      grid: ``[N, h, w, 2]`` normalised ``(x, y)`` coordinates (any ``[N, ..., 2]`` works).
+      images: ``[N, H, W, C]`` or ``[N, D, H, W, C]`` floating.
+      grid: ``[N, ..., 2]`` or ``[N, ..., 3]`` normalised coordinates (usually ``[N, h, w, 2]`` /
+        ``[N, d, h, w, 3]``).
+      mode: ``"bilinear"``, ``"nearest"`` or ``"bicubic"``.
       align_corners: see :func:`bilinear_sample`.
       padding_mode: see :func:`bilinear_sample`.
 
     Returns:
-      ``[N, h, w, C]`` samples in ``images``' dtype.
+      ``[N, ..., C]`` samples in ``images``' dtype.
     """
     images = _as_float_array(images, "images")
     grid = _as_float_array(grid, "grid")
-    _check_image(images, "images", rank=4)
-    _check_coords(grid, "grid")
+    _check_sample_args(images, grid, mode, align_corners, padding_mode, batched=True)
     if grid.ndim < 2 or grid.shape[0] != images.shape[0]:
         raise ValueError(
-            f"grid must have shape [N, h, w, 2] with the same N as images {images.shape}, got {grid.shape}."
+            f"grid must have shape [N, ..., {grid.shape[-1]}] with the same N as images {images.shape}, got "
+            f"{grid.shape}."
         )
-    _check_align_corners(align_corners)
-    _check_padding_mode(padding_mode)
     n = images.shape[0]
     ctype = _compute_dtype(images.dtype)
-    batch = jnp.arange(n, dtype=jnp.uint32).reshape((n,) + (1,) * (grid.ndim - 2))
-    out = _sample(images, batch, grid, align_corners, padding_mode, ctype)
+    if images.ndim == 4 and mode == "bilinear":
+        batch = jnp.arange(n, dtype=jnp.uint32).reshape((n,) + (1,) * (grid.ndim - 2))
+        out = _sample(images, batch, grid, align_corners, padding_mode, ctype)
+    else:
+        batch = jnp.arange(n, dtype=jnp.int32).reshape((n,) + (1,) * (grid.ndim - 2))
+        out = _sample_nd(images, batch, grid, mode, align_corners, padding_mode, ctype)
     return out.astype(images.dtype)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Every mode and dimension: nearest, bicubic (2-D) and trilinear / nearest volumes, on one tap-product core.
+# --------------------------------------------------------------------------------------------------------
+
+#: The cubic convolution's parameter (Keys 1981), PyTorch's value for ``mode="bicubic"`` (OpenCV's too).
+BICUBIC_A = -0.75
+
+
+def _torch_unnormalize(coord: jax.Array, size: int, align_corners: bool) -> jax.Array:
+    """Normalised -> pixel coordinate in PyTorch's own arithmetic (``((x + 1) * size - 1) / 2`` or
+    ``(x + 1) / 2 * (size - 1)``), so that nearest sampling rounds exactly where PyTorch rounds (a few ulp
+    decide a half-pixel coordinate)."""
+    if align_corners:
+        return (coord + 1) / 2 * (size - 1)
+    return ((coord + 1) * size - 1) / 2
+
+
+def _cubic_weights(t: jax.Array) -> tuple[jax.Array, ...]:
+    """The four cubic-convolution weights of taps ``floor - 1 .. floor + 2`` at fraction ``t`` in ``[0, 1)``
+    (PyTorch's ``get_cubic_upsample_coefficients``). At ``t = 0`` they are exactly ``(0, 1, 0, 0)``."""
+    a = BICUBIC_A
+
+    def near(x):  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x):  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    return far(t + 1), near(t), near(1 - t), far(2 - t)
+
+
+def _fix_tap(index: jax.Array, size: int, align_corners: bool, padding_mode: str) -> tuple[jax.Array, jax.Array]:
+    """A float tap index (an integer value, possibly outside the axis) -> ``(int32 index in [0, size), valid)``:
+    border / reflection padding move it into the axis (per tap, as PyTorch's bicubic does), zero padding marks
+    it invalid (it reads 0)."""
+    if padding_mode != "zeros":
+        index = _PADDING_FIXERS[padding_mode](index, size, align_corners)
+    valid = (index >= 0) & (index <= size - 1)
+    return jnp.clip(index, 0, size - 1).astype(jnp.int32), valid
+
+
+def _axis_taps_nd(
+    coord: jax.Array, size: int, mode: str, align_corners: bool, padding_mode: str, dtype
+) -> list[tuple[jax.Array, jax.Array]]:
+    """The taps of normalised ``coord [...]`` along one axis: a list of ``(int32 index, weight)``, each
+    ``[...]``, the index inside the axis and the weight 0 for a tap that reads 0 (outside with zero padding,
+    or a non-finite coordinate). ``nearest``: one tap (PyTorch: pad the coordinate, then round half to
+    even); ``bilinear``: two (:func:`_axis_taps`); ``bicubic``: four, padded one by one."""
+    if mode == "bilinear":
+        lower, upper, w0, w1 = _axis_taps(coord, size, align_corners, padding_mode, dtype)
+        high = jnp.uint32(size - 1)
+        return [(jnp.minimum(lower, high).astype(jnp.int32), w0), (jnp.minimum(upper, high).astype(jnp.int32), w1)]
+    finite = jnp.isfinite(coord)
+    coord = jnp.where(finite, coord, jnp.zeros((), coord.dtype))
+    pix = _torch_unnormalize(coord, size, align_corners)
+    if mode == "nearest":
+        if padding_mode != "zeros":
+            pix = _PADDING_FIXERS[padding_mode](pix, size, align_corners)
+        pix = jnp.clip(pix, -1.0, float(size))  # keeps the integer cast in range; outside stays outside
+        index, valid = _fix_tap(jnp.round(pix), size, align_corners, "zeros")  # round: half to even
+        return [(index, jnp.where(valid & finite, 1.0, 0.0).astype(dtype))]
+    # Bicubic: PyTorch takes the taps around the raw pixel coordinate and pads each tap's index.
+    if padding_mode == "zeros":  # beyond these every tap is outside; the clamp keeps floor and casts in range
+        pix = jnp.where(pix > -3.0, jnp.where(pix < size + 2.0, pix, size + 2.0), -3.0)
+    lower, t = _split_pixel(pix, size)
+    weights = _cubic_weights(t.astype(dtype))
+    taps = []
+    for k, weight in zip((-1, 0, 1, 2), weights, strict=True):
+        index, valid = _fix_tap(lower + k, size, align_corners, padding_mode)
+        taps.append((index, jnp.where(valid & finite, weight, jnp.zeros((), dtype))))
+    return taps
+
+
+def _sample_nd(
+    images: jax.Array, batch: jax.Array, coords: jax.Array, mode: str, align_corners: bool, padding_mode: str, ctype
+) -> jax.Array:
+    """Samples ``images [N, *spatial, C]`` (1 to 3 spatial axes) at normalised ``coords [..., D]`` (``(x, y, z)``
+    order: the last spatial axis first) in ``mode``: ``sum over tap combinations of prod(weights) *
+    images[batch, taps]``. Plain JAX operations, so every derivative is JAX's own (gathers transpose to
+    scatter-adds; the tap indices are integers, so coordinates get gradients through the weights only, as in
+    PyTorch; nearest's weights are constants: a zero coordinate gradient). A tap of weight 0 contributes 0
+    even where the image holds inf or NaN (PyTorch's 0 * inf gives NaN there). Returns ``[..., C]`` in ``ctype``."""
+    spatial = images.shape[1:-1]
+    coords = coords.astype(_compute_dtype(coords.dtype))
+    # Taps per spatial axis, in the image's axis order (z, y, x): coordinate component D - 1 - axis.
+    axes = [
+        _axis_taps_nd(coords[..., len(spatial) - 1 - axis], size, mode, align_corners, padding_mode, ctype)
+        for axis, size in enumerate(spatial)
+    ]
+    batch = jnp.asarray(batch).astype(jnp.int32)
+    out = None
+    for combination in itertools.product(*axes):
+        weight = combination[0][1]
+        for _, w in combination[1:]:
+            weight = weight * w
+        value = images.at[(batch, *(index for index, _ in combination))].get(mode="promise_in_bounds")
+        # A tap of weight 0 still enters the coordinate derivative (d weight != 0 at an integer coordinate), so
+        # only a non-finite value there is dropped (no 0 * inf = NaN in the output or the gradients).
+        value = value.astype(ctype)
+        value = jnp.where((weight[..., None] != 0) | jnp.isfinite(value), value, jnp.zeros((), ctype))
+        term = weight[..., None] * value
+        out = term if out is None else out + term
+    return out
+
+
+def _check_mode(mode: str, spatial_dims: int) -> None:
+    if mode not in INTERPOLATION_MODES:
+        raise ValueError(f"mode={mode!r} is not supported; choose one of {list(INTERPOLATION_MODES)}.")
+    if mode == "bicubic" and spatial_dims == 3:
+        raise ValueError(
+            "mode='bicubic' samples images only, not volumes (PyTorch has no tricubic either); use 'bilinear' "
+            "(trilinear) or 'nearest' for [N, D, H, W, C] input."
+        )
+
+
+def _check_sample_args(image: jax.Array, coords: jax.Array, mode: str, align_corners, padding_mode: str, batched: bool):
+    """Rank, coordinate width and option checks shared by :func:`sample` and :func:`grid_sample`."""
+    extra = 1 if batched else 0
+    name = "images" if batched else "image"
+    layouts = {2: "[N, H, W, C]", 3: "[N, D, H, W, C]"} if batched else {2: "[H, W, C]", 3: "[D, H, W, C]"}
+    spatial_dims = image.ndim - 1 - extra
+    if spatial_dims not in layouts:
+        raise ValueError(
+            f"{name} must be an image {layouts[2]} or a volume {layouts[3]} (channels last), got shape "
+            f"{image.shape} (rank {image.ndim})."
+        )
+    if any(size < 1 for size in image.shape[extra:-1]):
+        raise ValueError(f"{name} must have non-empty spatial axes, got shape {image.shape}.")
+    order = "(x, y)" if spatial_dims == 2 else "(x, y, z)"
+    coord_name = "grid" if batched else "coords"
+    if coords.ndim < 1 or coords.shape[-1] != spatial_dims:
+        raise ValueError(
+            f"{coord_name} must have shape [..., {spatial_dims}] with {order} in the last axis for a {spatial_dims}-D "
+            f"{name} of shape {image.shape}, got shape {coords.shape}."
+        )
+    _check_mode(mode, spatial_dims)
+    _check_align_corners(align_corners)
+    _check_padding_mode(padding_mode)
+    return spatial_dims
+
+
+def sample(
+    image: ArrayLike,
+    coords: ArrayLike,
+    *,
+    mode: InterpolationMode = "bilinear",
+    align_corners: bool = False,
+    padding_mode: PaddingMode = "zeros",
+) -> jax.Array:
+    """Samples one image ``[H, W, C]`` at ``coords [..., 2]`` or one volume ``[D, H, W, C]`` at
+    ``coords [..., 3]`` (``(x, y, z)``: x along W, y along H, z along D; PyTorch's order), in any mode.
+
+    ``mode``: ``"bilinear"`` (trilinear on a volume; on an image this is :func:`bilinear_sample`),
+    ``"nearest"`` (PyTorch's: the padded pixel coordinate rounded half to even; zero coordinate gradient) or
+    ``"bicubic"`` (images only: the cubic convolution with A = -0.75 over 4 x 4 taps, each tap's index padded
+    by ``padding_mode``, zero padding reading 0). Conventions (``align_corners``, padding, non-finite
+    coordinates reading 0 with zero gradients) are the module docstring's, for every axis. Differentiable to
+    any order in forward and reverse mode; the unbatched twin of :func:`grid_sample`.
+
+    Args:
+      image: ``[H, W, C]`` or ``[D, H, W, C]`` floating, channels last.
+      coords: ``[..., 2]`` or ``[..., 3]`` normalised coordinates.
+
+    Returns:
+      ``[..., C]`` samples in ``image``'s dtype (computed in at least float32).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> volume = jnp.arange(8.0).reshape(2, 2, 2, 1)  # [D, H, W, C]
+      >>> sample(volume, jnp.zeros((1, 3)), align_corners=True)  # the centre: the mean of the 8 voxels
+      Array([[3.5]], dtype=float32)
+    """
+    image = _as_float_array(image, "image")
+    coords = _as_float_array(coords, "coords")
+    spatial_dims = _check_sample_args(image, coords, mode, align_corners, padding_mode, batched=False)
+    if spatial_dims == 2 and mode == "bilinear":
+        return bilinear_sample(image, coords, align_corners=align_corners, padding_mode=padding_mode)
+    ctype = _compute_dtype(image.dtype)
+    out = _sample_nd(image[None], jnp.zeros((), jnp.int32), coords, mode, align_corners, padding_mode, ctype)
+    return out.astype(image.dtype)
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -1,0 +1,206 @@
+"""Every grid_sample mode and dimension (nearest, bicubic, trilinear and nearest volumes) against PyTorch,
+SciPy and their own derivatives, and the edge cases other samplers get wrong."""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.ndimage
+from jax.test_util import check_grads
+
+import visattn_jax as va
+
+PADDINGS = ("zeros", "border", "reflection")
+CASES = [
+    (dims, mode, padding, align)
+    for dims, mode, padding, align in itertools.product((2, 3), va.INTERPOLATION_MODES, PADDINGS, (False, True))
+    if not (dims == 3 and mode == "bicubic")
+]
+IMAGE = {2: (2, 7, 9, 3), 3: (2, 5, 6, 7, 2)}
+GRID = {2: (2, 4, 5, 2), 3: (2, 3, 4, 5, 3)}
+TO_TORCH = {2: (0, 3, 1, 2), 3: (0, 4, 1, 2, 3)}
+FROM_TORCH = {2: (0, 2, 3, 1), 3: (0, 2, 3, 4, 1)}
+
+
+def _random(shape, seed, low=0.0, high=1.0, dtype=np.float32):
+    return np.random.default_rng(seed).uniform(low, high, shape).astype(dtype)
+
+
+def _grid(dims, seed, spread=1.4):
+    """A random grid with two far-away points (beyond float32's reflection accuracy for -1e6 and 1e7 only in
+    the last digits, which both samplers compute alike)."""
+    grid = _random(GRID[dims], seed, -spread, spread)
+    far = np.array([60.0, -1e6, 1e7, 1.0, -1.0, 0.3], np.float32)[: 2 * dims].reshape(2, dims)
+    grid.reshape(grid.shape[0], -1, dims)[0, :2] = far  # a view: writes into grid
+    return grid
+
+
+def _torch():
+    return pytest.importorskip("torch")
+
+
+@pytest.mark.parametrize("dims,mode,padding,align_corners", CASES)
+def test_every_mode_matches_torch_values_and_gradients_torch(dims, mode, padding, align_corners):
+    torch = _torch()
+    images, grid = _random(IMAGE[dims], 1), _grid(dims, 2)
+    cotangent = _random(GRID[dims][:-1] + (IMAGE[dims][-1],), 3, -1, 1)
+    images_t = torch.tensor(images.transpose(TO_TORCH[dims]), requires_grad=True)
+    grid_t = torch.tensor(grid, requires_grad=True)
+    out_t = torch.nn.functional.grid_sample(
+        images_t, grid_t, mode=mode, padding_mode=padding, align_corners=align_corners
+    )
+    (out_t * torch.tensor(cotangent.transpose(TO_TORCH[dims]))).sum().backward()
+
+    def loss(x, g):
+        out = va.grid_sample(x, g, mode=mode, padding_mode=padding, align_corners=align_corners)
+        return jnp.sum(out * cotangent), out
+
+    (d_images, d_grid), out = jax.grad(loss, argnums=(0, 1), has_aux=True)(images, grid)
+    tolerance = 2e-4 if mode == "bicubic" else 1e-4
+    np.testing.assert_allclose(out, out_t.detach().numpy().transpose(FROM_TORCH[dims]), atol=tolerance)
+    np.testing.assert_allclose(d_images, images_t.grad.numpy().transpose(FROM_TORCH[dims]), atol=tolerance)
+    np.testing.assert_allclose(d_grid, grid_t.grad.numpy(), atol=tolerance, rtol=tolerance)
+    if mode == "nearest":
+        assert not np.any(np.asarray(d_grid))
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_volume_affine_grid_matches_torch(align_corners):
+    torch = _torch()
+    theta = _random((2, 3, 4), 4, -1, 1)
+    ours = jax.vmap(lambda t: va.affine_grid(t, (3, 4, 5), align_corners=align_corners))(theta)
+    theirs = torch.nn.functional.affine_grid(torch.tensor(theta), (2, 1, 3, 4, 5), align_corners=align_corners)
+    np.testing.assert_allclose(ours, theirs.numpy(), atol=1e-6)
+    assert ours.shape == (2, 3, 4, 5, 3)
+
+
+@pytest.mark.parametrize("dims,mode,padding,align_corners", CASES)
+def test_identity_returns_the_input_bit_for_bit(dims, mode, padding, align_corners):
+    images = _random((1, *IMAGE[dims][1:]), 5)
+    theta = np.eye(dims, dims + 1, dtype=np.float32)
+    grid = va.affine_grid(theta, images.shape[1:-1], align_corners=align_corners)[None]
+    out = va.grid_sample(images, grid, mode=mode, padding_mode=padding, align_corners=align_corners)
+    np.testing.assert_array_equal(out, images)
+
+
+@pytest.mark.parametrize("dims,mode,padding", [(d, m, p) for d, m, p, a in CASES if a])
+def test_non_finite_coordinates_read_zero_with_zero_gradients(dims, mode, padding):
+    images = _random((1, *IMAGE[dims][1:]), 6)
+    grid = _random((1, 6, dims), 7, -0.9, 0.9)
+    grid[0, 0, 0], grid[0, 1, -1], grid[0, 2, :] = np.nan, np.inf, -np.inf
+    f = lambda x, g: va.grid_sample(x, g, mode=mode, padding_mode=padding)  # noqa: E731
+    out = np.asarray(f(images, grid))
+    assert np.all(out[0, :3] == 0) and np.all(np.isfinite(out))
+    d_images, d_grid = jax.grad(lambda x, g: jnp.sum(f(x, g)), argnums=(0, 1))(images, grid)
+    assert np.all(np.isfinite(d_images)) and np.all(np.isfinite(d_grid))
+    assert not np.any(np.asarray(d_grid)[0, :3])
+    tangent = jax.jvp(f, (images, grid), (np.ones_like(images), np.ones_like(grid)))[1]
+    assert not np.any(np.asarray(tangent)[0, :3]) and np.all(np.isfinite(tangent))
+
+
+@pytest.mark.parametrize("dims,mode", [(2, "nearest"), (2, "bicubic"), (3, "nearest"), (3, "bilinear")])
+def test_inf_and_nan_pixels_under_zero_weight_taps_stay_out(dims, mode):
+    """PyTorch returns NaN when a tap of weight 0 holds inf (0 * inf); here such a tap contributes nothing."""
+    images = _random((1, *IMAGE[dims][1:]), 8)
+    images[0, ..., 0, :] = np.inf  # the first column (x = 0) ...
+    images[0, ..., -1, :] = np.nan  # ... and the last
+    # Samples at integer pixel coordinates x = 2 (weights 0 at the columns beside it) and outside the image
+    # with zero padding (every tap's weight 0).
+    width = images.shape[-2]
+    x = (2 + 0.5) * 2 / width - 1  # pixel 2's centre (align_corners=False)
+    points = np.array([[x] + [0.1] * (dims - 1), [-3.0] + [0.1] * (dims - 1)], np.float32)[None]
+    f = lambda g: va.grid_sample(images, g, mode=mode)  # noqa: E731
+    out = np.asarray(f(points))
+    assert np.all(np.isfinite(out)) and np.all(out[0, 1] == 0)
+    assert np.all(np.isfinite(jax.grad(lambda g: jnp.sum(f(g)))(points)))
+
+
+def _coords_off_kinks(dims, seed, n=20):
+    """Normalised (align_corners=True) coordinates at least 0.15 pixels from any integer pixel coordinate."""
+    sizes = IMAGE[dims][1:-1][::-1]  # (W, H[, D]) in coordinate order
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, np.array(sizes) - 1, (n, dims)) + rng.uniform(0.15, 0.85, (n, dims))
+    return pixels / (np.array(sizes) - 1) * 2 - 1
+
+
+@pytest.mark.parametrize(
+    "dims,mode,padding", [(2, "bicubic", "zeros"), (2, "bicubic", "reflection"), (3, "bilinear", "border")]
+)
+def test_derivatives_to_second_order_match_finite_differences(x64, dims, mode, padding):
+    images = _random(IMAGE[dims][1:], 9, dtype=np.float64)
+    coords = _coords_off_kinks(dims, 10).astype(np.float64)
+    f = lambda x, g: va.sample(x, g, mode=mode, padding_mode=padding, align_corners=True)  # noqa: E731
+    check_grads(f, (images, coords), order=2, modes=("fwd", "rev"), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dims,mode", [(2, "bicubic"), (2, "nearest"), (3, "bilinear"), (3, "nearest")])
+def test_jvp_is_the_transpose_of_the_vjp(dims, mode):
+    images, grid = _random(IMAGE[dims], 11), _grid(dims, 12, spread=1.1)
+    f = lambda x, g: va.grid_sample(x, g, mode=mode, padding_mode="reflection")  # noqa: E731
+    tangents = (_random(images.shape, 13, -1, 1), _random(grid.shape, 14, -1, 1))
+    out, vjp = jax.vjp(f, images, grid)
+    cotangent = _random(out.shape, 15, -1, 1)
+    forward = jax.jvp(f, (images, grid), tangents)[1]
+    backward = vjp(cotangent)
+    lhs = float(jnp.sum(forward * cotangent))
+    rhs = sum(float(jnp.sum(b * t)) for b, t in zip(backward, tangents, strict=True))
+    assert lhs == pytest.approx(rhs, rel=1e-4, abs=1e-4)
+
+
+def test_nearest_image_gradient_counts_the_reads():
+    """Nearest sampling's image gradient is the number of samples that read each pixel."""
+    images = _random((1, 4, 5, 1), 16)
+    grid = _random((1, 30, 2), 17, -0.95, 0.95)
+    d_images = jax.grad(lambda x: jnp.sum(va.grid_sample(x, grid, mode="nearest", align_corners=True)))(images)
+    pixels = np.round((grid[0] + 1) / 2 * (np.array([5, 4]) - 1)).astype(int)
+    counts = np.zeros((4, 5))
+    np.add.at(counts, (pixels[:, 1], pixels[:, 0]), 1)
+    np.testing.assert_array_equal(np.asarray(d_images)[0, :, :, 0], counts)
+
+
+@pytest.mark.parametrize("order,mode", [(0, "nearest"), (1, "bilinear")])
+def test_volumes_match_scipy_map_coordinates(order, mode):
+    """SciPy's mode="nearest" is border padding; its pixel coordinates are align_corners=True's."""
+    volume = _random((5, 6, 7), 18)
+    coords = _coords_off_kinks(3, 19, n=40)  # (x, y, z)
+    sizes = np.array([7, 6, 5])
+    pixels = (coords + 1) / 2 * (sizes - 1)
+    keep = np.abs(pixels - np.floor(pixels) - 0.5) > 0.05  # off the half-pixels, where rounding rules differ
+    coords, pixels = coords[keep.all(-1)], pixels[keep.all(-1)]
+    ours = va.sample(volume[..., None], coords.astype(np.float32), mode=mode, padding_mode="border", align_corners=True)
+    theirs = scipy.ndimage.map_coordinates(volume, pixels[:, ::-1].T, order=order, mode="nearest")
+    np.testing.assert_allclose(np.asarray(ours)[:, 0], theirs, atol=1e-5)
+
+
+def test_sample_is_grid_sample_per_item_and_survives_vmap_jit_and_bfloat16():
+    images, grid = _random(IMAGE[3], 20), _grid(3, 21, spread=1.1)
+    batched = va.grid_sample(images, grid, mode="nearest")
+    mapped = jax.jit(jax.vmap(lambda x, g: va.sample(x, g, mode="nearest")))(images, grid)
+    np.testing.assert_array_equal(batched, mapped)
+    low = va.grid_sample(images.astype(jnp.bfloat16), grid.astype(jnp.bfloat16), mode="bilinear")
+    assert low.dtype == jnp.bfloat16
+    reference = va.grid_sample(images, np.asarray(grid.astype(jnp.bfloat16), np.float32), mode="bilinear")
+    np.testing.assert_allclose(np.asarray(low, np.float32), reference, atol=2e-2)
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: va.grid_sample(np.zeros((1, 4, 4, 4, 1)), np.zeros((1, 2, 2, 2, 3)), mode="bicubic"), "tricubic"),
+        (lambda: va.grid_sample(np.zeros((1, 4, 4, 1)), np.zeros((1, 2, 2, 2)), mode="cubic"), "mode='cubic'"),
+        (lambda: va.grid_sample(np.zeros((1, 4, 4, 4, 1)), np.zeros((1, 2, 2, 2)), mode="nearest"), r"\[\.\.\., 3\]"),
+        (lambda: va.grid_sample(np.zeros((1, 4, 4, 1)), np.zeros((1, 2, 2, 3))), r"\[\.\.\., 2\] with \(x, y\)"),
+        (lambda: va.grid_sample(np.zeros((1, 2, 4, 4, 4, 1)), np.zeros((1, 2, 3))), "rank 6"),
+        (lambda: va.sample(np.zeros((4, 4, 4, 1)), np.zeros((2, 3)), padding_mode="wrap"), "padding_mode='wrap'"),
+        (lambda: va.affine_grid(np.eye(2, 3), (2, 3, 4)), r"must have shape \[3, 4\]"),
+        (lambda: va.affine_grid(np.eye(3, 4), (2, 3, 0)), "triple of positive ints"),
+        (lambda: va.projective_grid(np.eye(3), (2, 3, 4)), "volume"),
+    ],
+)
+def test_bad_input_names_the_problem(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
