@@ -322,8 +322,9 @@ def _table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str]) -> None:
-    from absl import flags
+    from absl import flags, logging
 
+    logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
     from visattn_jax.train.experiment import load_natural_images
 
     config = flags.FLAGS.config
