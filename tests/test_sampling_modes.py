@@ -219,3 +219,45 @@ def test_readme_derivative_table_is_what_the_script_measures_torch():
     measured = table()
     assert measured in readme, measured
     assert all(line.endswith("| yes |") for line in measured.splitlines()[2:])
+
+
+@pytest.mark.parametrize("dims,mode,padding", [(d, m, p) for d, m, p, a in CASES if not a])
+def test_grid_push_is_the_exact_adjoint_of_grid_sample(dims, mode, padding):
+    images, grid = _random(IMAGE[dims], 22), _grid(dims, 23, spread=1.2)
+    values = _random(GRID[dims][:-1] + (IMAGE[dims][-1],), 24, -1, 1)
+    pushed = va.grid_push(values, grid, IMAGE[dims][1:-1], mode=mode, padding_mode=padding)
+    sampled = va.grid_sample(images, grid, mode=mode, padding_mode=padding)
+    assert pushed.shape == images.shape
+    assert float(jnp.sum(pushed * images)) == pytest.approx(float(jnp.sum(values * sampled)), rel=1e-5, abs=1e-5)
+
+
+def test_grid_push_splats_with_the_bilinear_weights():
+    grid = np.array([[[[0.0, 0.0]]]], np.float32)  # the centre of a 2x2 image (align_corners=False): 4 x 1/4
+    pushed = va.grid_push(np.ones((1, 1, 1, 1), np.float32), grid, (2, 2))
+    np.testing.assert_allclose(np.asarray(pushed)[0, :, :, 0], np.full((2, 2), 0.25))
+    d_grid = jax.grad(lambda g: jnp.sum(va.grid_push(np.ones((1, 1, 1, 1)), g, (2, 2))[0, 0, 1]))(grid)
+    assert np.all(np.isfinite(d_grid)) and np.any(np.asarray(d_grid))
+    with pytest.raises(ValueError, match=r"shape must be \(H, W\)"):
+        va.grid_push(np.ones((1, 1, 1, 1)), grid, (2, 2, 2))
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_pixel_grids_and_displacement_fields(align_corners):
+    images = _random((1, 5, 6, 2), 25)
+    pixels = np.array([[[2.0, 3.0], [0.0, 0.0], [5.0, 4.0]]], np.float32)  # (x, y) pixel centres
+    grid = va.pixels_to_normalized(pixels, (5, 6), align_corners=align_corners)
+    out = va.grid_sample(images, grid[None], align_corners=align_corners)
+    np.testing.assert_allclose(out[0, 0], images[0, [3, 0, 4], [2, 0, 5]], atol=1e-6)
+    # A zero flow is the identity (bit for bit), a flow of +1 in x reads the right neighbour.
+    zero = va.displacement_grid(np.zeros((5, 6, 2), np.float32), align_corners=align_corners)
+    np.testing.assert_array_equal(va.grid_sample(images, zero[None], align_corners=align_corners), images)
+    shift = va.displacement_grid(
+        np.broadcast_to(np.array([1.0, 0.0], np.float32), (5, 6, 2)), align_corners=align_corners
+    )
+    moved = va.grid_sample(images, shift[None], align_corners=align_corners, padding_mode="border")
+    np.testing.assert_allclose(moved[0, :, :-1], images[0, :, 1:], atol=1e-6)
+    volume = _random((1, 3, 4, 5, 1), 26)
+    still = va.displacement_grid(np.zeros((3, 4, 5, 3), np.float32), align_corners=align_corners)
+    np.testing.assert_array_equal(va.grid_sample(volume, still[None], align_corners=align_corners), volume)
+    with pytest.raises(ValueError, match=r"\[H, W, 2\] or \[D, H, W, 3\]"):
+        va.displacement_grid(np.zeros((5, 6, 3)))

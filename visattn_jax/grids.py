@@ -24,6 +24,8 @@ __all__ = [
     "attention_to_affine",
     "base_grid",
     "base_coords",
+    "displacement_grid",
+    "pixels_to_normalized",
     "projective_grid",
     "tps_control_points",
     "tps_grid",
@@ -83,6 +85,55 @@ def _check_volume_shape(shape: Sequence[int]) -> tuple[int, int, int]:
     if len(shape) != 3 or not all(isinstance(s, (int, np.integer)) and s >= 1 for s in shape):
         raise ValueError(f"shape must be a triple of positive ints (d, h, w), got {shape!r}.")
     return int(shape[0]), int(shape[1]), int(shape[2])
+
+
+def pixels_to_normalized(pixels: ArrayLike, shape: Sequence[int], *, align_corners: bool = False) -> jax.Array:
+    """Pixel coordinates -> the sampler's normalised ones, for an input of spatial ``shape`` ``(H, W)`` or
+    ``(D, H, W)``.
+
+    ``pixels [..., 2]`` or ``[..., 3]`` are ``(x, y[, z])`` in pixels (pixel ``i`` has its centre at ``i``:
+    ``x`` indexes W, ``y`` H, ``z`` D); the inverse of the module docstring's mappings:
+    ``x = 2 x_pix / (W - 1) - 1`` (``align_corners``; a single pixel maps to 0) or ``(2 x_pix + 1) / W - 1``.
+    """
+    pixels = jnp.asarray(pixels)
+    if not jnp.issubdtype(pixels.dtype, jnp.floating):
+        pixels = pixels.astype(jnp.float32)
+    sizes = [int(s) for s in shape][::-1]  # coordinate order: W, H[, D]
+    if pixels.ndim < 1 or pixels.shape[-1] != len(sizes) or len(sizes) not in (2, 3):
+        raise ValueError(
+            f"pixels must have shape [..., {len(sizes)}] for an input of spatial shape {tuple(shape)} (2-D: (H, W), "
+            f"3-D: (D, H, W)), got {pixels.shape}."
+        )
+    pixels = pixels.astype(_compute_dtype(pixels.dtype))
+    out = []
+    for axis, size in enumerate(sizes):
+        p = pixels[..., axis]
+        if align_corners:
+            out.append(jnp.zeros_like(p) if size == 1 else p * (2.0 / (size - 1)) - 1.0)
+        else:
+            out.append((2.0 * p + 1.0) / size - 1.0)
+    return jnp.stack(out, axis=-1)
+
+
+def displacement_grid(flow: ArrayLike, *, align_corners: bool = False) -> jax.Array:
+    """A displacement field in pixels -> a sampling grid: output pixel ``p`` reads the input at ``p + flow[p]``
+    (image registration's ``identity + flow``), input and output of the same size.
+
+    Args:
+      flow: ``[H, W, 2]`` (``(dx, dy)``) or ``[D, H, W, 3]`` (``(dx, dy, dz)``) in pixels; unbatched
+        (``jax.vmap`` for a batch).
+    Returns:
+      The normalised grid, same shape as ``flow``.
+    """
+    flow = jnp.asarray(flow)
+    if flow.ndim not in (3, 4) or flow.shape[-1] != flow.ndim - 1:
+        raise ValueError(
+            f"flow must be [H, W, 2] or [D, H, W, 3] (pixels, (dx, dy[, dz]) in the last axis), got {flow.shape}."
+        )
+    spatial = flow.shape[:-1]
+    axes = [jnp.arange(n, dtype=jnp.float32) for n in spatial]
+    identity = jnp.stack(jnp.meshgrid(*axes, indexing="ij")[::-1], axis=-1)  # (x, y[, z]) of every pixel
+    return pixels_to_normalized(identity + flow, spatial, align_corners=align_corners)
 
 
 def _apply_linear(matrix: jax.Array, base: jax.Array) -> jax.Array:

@@ -54,6 +54,7 @@ __all__ = [
     "apply_interpolation",
     "apply_taps",
     "bilinear_sample",
+    "grid_push",
     "grid_sample",
     "interpolation_matrix",
     "interpolation_taps",
@@ -633,6 +634,53 @@ def sample(
     ctype = _compute_dtype(image.dtype)
     out = _sample_nd(image[None], jnp.zeros((), jnp.int32), coords, mode, align_corners, padding_mode, ctype)
     return out.astype(image.dtype)
+
+
+def grid_push(
+    values: ArrayLike,
+    grid: ArrayLike,
+    shape: tuple[int, ...],
+    *,
+    mode: InterpolationMode = "bilinear",
+    align_corners: bool = False,
+    padding_mode: PaddingMode = "zeros",
+) -> jax.Array:
+    """The adjoint of :func:`grid_sample` (push, splat): every value is added into the pixels its grid point
+    reads, with the interpolation weights, so ``<grid_push(u, grid, shape), v> == <u, grid_sample(v, grid)>``.
+
+    It is the image gradient of sampling, as a function: splatting for forward warps, density maps and
+    scatter-based rendering. Linear in ``values``, differentiable in both arguments.
+
+    Args:
+      values: ``[N, ..., C]`` floating, one value per grid point.
+      grid: ``[N, ..., 2]`` or ``[N, ..., 3]`` normalised coordinates (``values.shape[:-1] == grid.shape[:-1]``).
+      shape: the spatial shape of the result, ``(H, W)`` or ``(D, H, W)``.
+      mode, align_corners, padding_mode: as :func:`grid_sample` (with border / reflection padding a value
+        outside lands on the pixels its padded taps read).
+
+    Returns:
+      ``[N, *shape, C]`` in ``values``' dtype (accumulated in at least float32).
+    """
+    values = _as_float_array(values, "values")
+    grid = _as_float_array(grid, "grid")
+    shape = tuple(int(size) for size in shape)
+    if len(shape) != grid.shape[-1] or len(shape) not in (2, 3):
+        raise ValueError(
+            f"shape must be (H, W) for a grid [..., 2] or (D, H, W) for a grid [..., 3]; got shape {shape} and a "
+            f"grid of shape {grid.shape}."
+        )
+    if values.shape[:-1] != grid.shape[:-1]:
+        raise ValueError(
+            f"values must have one [C] vector per grid point: values {values.shape} and grid {grid.shape} must "
+            "agree in all but their last axis."
+        )
+    ctype = _compute_dtype(values.dtype)
+    zeros = jnp.zeros((values.shape[0], *shape, values.shape[-1]), ctype)
+    _, transpose = jax.vjp(
+        lambda images: grid_sample(images, grid, mode=mode, align_corners=align_corners, padding_mode=padding_mode),
+        zeros,
+    )
+    return transpose(values.astype(ctype))[0].astype(values.dtype)
 
 
 # --------------------------------------------------------------------------------------------------------
