@@ -128,7 +128,12 @@ def _coords_off_kinks(dims, seed, n=20):
 
 
 @pytest.mark.parametrize(
-    "dims,mode,padding", [(2, "bicubic", "zeros"), (2, "bicubic", "reflection"), (3, "bilinear", "border")]
+    "dims,mode,padding",
+    [
+        pytest.param(2, "bicubic", "zeros", marks=pytest.mark.slow),  # 18 s: the default keeps reflection
+        (2, "bicubic", "reflection"),
+        pytest.param(3, "bilinear", "border", marks=pytest.mark.slow),
+    ],
 )
 def test_derivatives_to_second_order_match_finite_differences(x64, dims, mode, padding):
     images = _random(IMAGE[dims][1:], 9, dtype=np.float64)
