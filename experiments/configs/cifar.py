@@ -10,7 +10,7 @@ One config per cell, chosen by the string after the colon: ``MODEL[,BUDGET[,DATA
            | cpu (the same schedule compressed to 20 epochs, /10 at epochs 10 and 15: what fits in about an
            hour of this project's 2 CPU cores for ResNet-20) | cpuN (N epochs, /10 at N/2 and 3N/4: e.g. cpu3
            for the 3-epoch seed comparisons of experiments/README.md) | shortN (N epochs of a schedule made
-           for a small budget, see SHORT below: short30 brought ResNet-20 to 9.44%, the paper's 8.75 + 0.69)
+           for a small budget, see SHORT below: short30 brought ResNet-20 to 9.44%, short40 to 8.59%)
   DATASET  cifar10 (default) | cifar100
 Augmentation: zero-pad 4, random 32x32 crop, horizontal flip; per-channel mean / std normalisation.
 
@@ -25,7 +25,8 @@ Expected (% test error on CIFAR-10, the papers, full schedule): ResNet-20 8.75, 
 SENet (its Table 4, each baseline's schedule): CIFAR-10 ResNet-110 6.37 -> SE 5.21, ResNet-164 5.46 -> 4.39;
 CIFAR-100 ResNet-110 26.88 -> 23.85, ResNet-164 24.33 -> 21.31.
 Ours: ResNet-20 at short30 (30 epochs, seed 0, 2026-12-03, commit fa62364): 9.44% test error, 84 minutes on
-2 CPU cores at 299 images/s. What every budgeted run reached is in experiments/README.md (summaries in
+2 CPU cores at 299 images/s; at short40 (40 epochs, seed 0, commit 755fc4a): 8.59%, 159 minutes at 212 images/s
+on shared cores. What every budgeted run reached is in experiments/README.md (summaries in
 experiments/results/cifar/).
 """
 
