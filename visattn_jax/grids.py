@@ -32,15 +32,17 @@ __all__ = [
 ]
 
 
-def _check_shape(shape: Sequence[int]) -> tuple[int, int]:
-    if len(shape) == 3:
+def _check_shape(shape: Sequence[int], rank: int = 2) -> tuple[int, ...]:
+    """``shape`` as ints: ``(h, w)`` (rank 2) or ``(d, h, w)`` (rank 3), each positive."""
+    if rank == 2 and len(shape) == 3:
         raise ValueError(
             f"shape {tuple(shape)!r} is a volume's (d, h, w): this generator makes 2-D grids; affine_grid and "
             "base_grid also make 3-D ones."
         )
-    if len(shape) != 2 or not all(isinstance(s, (int, np.integer)) and s >= 1 for s in shape):
-        raise ValueError(f"shape must be a pair of positive ints (h, w), got {shape!r}.")
-    return int(shape[0]), int(shape[1])
+    if len(shape) != rank or not all(isinstance(s, (int, np.integer)) and s >= 1 for s in shape):
+        kind = "a pair of positive ints (h, w)" if rank == 2 else "a triple of positive ints (d, h, w)"
+        raise ValueError(f"shape must be {kind}, got {shape!r}.")
+    return tuple(int(s) for s in shape)
 
 
 def _check_params(params: ArrayLike, name: str, expected: tuple[int, ...]) -> jax.Array:
@@ -71,7 +73,7 @@ def base_grid(shape: Sequence[int], *, align_corners: bool = False) -> np.ndarra
     """The identity grid (a NumPy constant): ``[h, w, 2]`` normalised ``(x, y)`` of every output pixel for
     ``shape = (h, w)``, or ``[d, h, w, 3]`` normalised ``(x, y, z)`` of every output voxel for ``(d, h, w)``."""
     if len(shape) == 3:
-        d, h, w = _check_volume_shape(shape)
+        d, h, w = _check_shape(shape, rank=3)
         zs, ys, xs = (base_coords(n, align_corners=align_corners) for n in (d, h, w))
         z, y, x = np.meshgrid(zs, ys, xs, indexing="ij")
         return np.stack([x, y, z], axis=-1)
@@ -79,12 +81,6 @@ def base_grid(shape: Sequence[int], *, align_corners: bool = False) -> np.ndarra
     xs = base_coords(w, align_corners=align_corners)
     ys = base_coords(h, align_corners=align_corners)
     return np.stack(np.meshgrid(xs, ys, indexing="xy"), axis=-1)
-
-
-def _check_volume_shape(shape: Sequence[int]) -> tuple[int, int, int]:
-    if len(shape) != 3 or not all(isinstance(s, (int, np.integer)) and s >= 1 for s in shape):
-        raise ValueError(f"shape must be a triple of positive ints (d, h, w), got {shape!r}.")
-    return int(shape[0]), int(shape[1]), int(shape[2])
 
 
 def pixels_to_normalized(pixels: ArrayLike, shape: Sequence[int], *, align_corners: bool = False) -> jax.Array:
