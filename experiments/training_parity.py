@@ -8,7 +8,7 @@ initial weights through :func:`visattn_jax.weights.to_torch_state_dict`, ``torch
 weight decay on the same parameters through parameter groups), the warm-up + cosine or step schedule written out
 as a formula, ``torch.nn.BatchNorm2d`` in training mode (momentum 0.1, eps 1e-5) and
 ``torch.nn.functional.cross_entropy`` (with the config's label smoothing). It trains on the very batches ``fit``
-drew: ``task.train_batch(data_key, step)`` with the run's data key (``fit`` splits ``PRNGKey(seed)`` into the
+drew: ``task.train_batch(data_key, step, task.train_data)`` with the run's data key (``fit`` splits ``PRNGKey(seed)`` into the
 initialisation and data keys), pad-crop-flip augmentation included.
 
     .venv/bin/python -m experiments.training_parity \
@@ -179,10 +179,13 @@ def compare(
     jax_losses = [record["loss"] for record in records if "loss" in record]
     ours = to_torch_state_dict(jax.device_get({**state.params, **state.model_state}))
 
-    # The batches fit trained on. Eager, not jitted: a jitted train_batch may round the normalisation
-    # differently (1 ulp), which on this chaotic trajectory is itself a perturbation.
+    # The batches fit trained on, computed as its step computes them: jitted, with the training data as an
+    # argument. (Eager op-by-op evaluation rounds the normalisation differently, by 1 ulp, which on this chaotic
+    # trajectory is itself a perturbation.)
+    make_batch, train_data = jax.jit(task.train_batch), jax.device_put(task.train_data)
+
     def batch(step: int):
-        return jax.device_get(task.train_batch(data_key, jnp.asarray(step, jnp.int32)))
+        return jax.device_get(make_batch(data_key, jnp.asarray(step, jnp.int32), train_data))
 
     torch_losses, theirs = _train_torch(config, resolved, initial, batch)
     result = {

@@ -4,6 +4,20 @@ import os
 
 # Four host devices, so the data-parallel tests can compare 1 and N devices (must precede the first jax import).
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest-xdist runs the suite in parallel workers (pyproject's addopts: -n 2): on a GPU, each worker takes
+    # the memory it needs instead of JAX's default 75% of the device, so that the workers can share it.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+import glob  # noqa: E402
+import importlib.util  # noqa: E402
+
+if importlib.util.find_spec("libtpu") is not None and not glob.glob("/dev/accel*") + glob.glob("/dev/vfio/[0-9]*"):
+    # libtpu installed (the tpu extra, for tests/test_tpu_compile.py) on a host without a TPU: these two keep its
+    # start-up from printing errors in every process (the same defaults as experiments/tpu_compile.py).
+    os.environ.setdefault("TPU_ACCELERATOR_TYPE", "v5litepod-4")
+    os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # parallel workers and subprocesses load it too
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import jax
 import pytest
 
@@ -16,12 +18,91 @@ def test_peak_bandwidth_by_device_kind():
 
 
 @pytest.mark.slow
-def test_accelerator_benchmark_smoke(capsys):
+def test_accelerator_benchmark_smoke(capsys, tmp_path):
+    out_file = tmp_path / "accelerator.json"
     with jax.numpy_dtype_promotion("standard"):  # optax's Adam mixes Python floats and int32 counts
-        accelerator.main(["--small", "--repeats", "1"])
+        accelerator.main(["--small", "--repeats", "1", "--out", str(out_file)])
     out = capsys.readouterr().out
-    for row in ("grid_sample (gather)", "separable (matmul)", "ST-CNN affine", "RAM (gather retina)", "RAM (matmul"):
+    for row in (
+        "grid_sample (gather)",
+        "separable (matmul)",
+        "ST-CNN loop step",
+        "RAM loop step",
+        "RAM bare step (matmul",
+    ):
         assert row in out
+    result = json.loads(out_file.read_text())
+    assert set(result["tables"]) == {"sampler", "training_ms"}
+    assert all(ms > 0 for ms in result["tables"]["training_ms"].values())
+    assert result["provenance"]["jax"] == jax.__version__
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["stn_train", "ram_train"])
+def test_training_benchmarks_write_their_table(name, tmp_path, capsys):
+    import importlib
+
+    pytest.importorskip("torch")
+    module = importlib.import_module(f"experiments.benchmarks.{name}")
+    out_file = tmp_path / f"{name}.json"
+    with jax.numpy_dtype_promotion("standard"):
+        module.main(["--batch_size", "8", "--steps", "1", "--out", str(out_file)])
+    printed = capsys.readouterr().out
+    (table,) = json.loads(out_file.read_text())["tables"].values()
+    assert any("loop step" in row for row in table["rows"])
+    for row, values in table["rows"].items():
+        assert row in printed
+        assert values["images_per_second"] == pytest.approx(8 / (values["ms_per_step"] / 1e3), rel=1e-3)
+
+
+def test_loop_step_runs_the_loops_own_step(monkeypatch):
+    """The benchmarks' loop row is fit's step (make_train_step with the config's EMA and fast-conv fields), run
+    from fit's initial state: two calls advance the state by two steps."""
+    import numpy as np
+
+    from experiments.benchmarks import common
+    from experiments.configs.stn_mnist import get_config
+    from visattn_jax.stn import FCN
+    from visattn_jax.train import classification_task, loop
+
+    made = []
+    real, real_call = loop.make_train_step, loop.TrainStep.__call__
+    monkeypatch.setattr(loop, "make_train_step", lambda *a, **k: made.append(k) or real(*a, **k))
+    steps = []
+    monkeypatch.setattr(
+        loop.TrainStep, "__call__", lambda self, state, *a: steps.append(int(state.step)) or real_call(self, state, *a)
+    )
+    config = get_config("fcn,none,RTS,cpu")
+    config.ema_decay = 0.5
+    rng = np.random.default_rng(0)
+    task = classification_task(
+        FCN(features=(8,)),
+        train_images=rng.integers(0, 256, (16, 28, 28, 1), dtype=np.uint8),
+        train_labels=np.arange(16) % 10,
+        test_images=np.zeros((1, 28, 28, 1), np.float32),
+        test_labels=np.zeros(1, np.int32),
+        distortion="none",
+        batch_size=8,
+    )
+    with jax.numpy_dtype_promotion("standard"):
+        run = common.loop_step(task, config, fast_conv=False)
+        run()
+        run()
+    assert made == [{"ema_decay": 0.5, "fast_conv": False}]
+    assert steps == [0, 1]
+
+
+def test_write_result_records_the_table_and_its_provenance(tmp_path):
+    from experiments.benchmarks.common import print_throughput, write_result
+
+    table = print_throughput({"ours": 0.5, "reference": 1.0}, 10, "reference")
+    assert table["rows"]["ours"] == {"ms_per_step": 500.0, "images_per_second": 20.0, "speedup": {"reference": 2.0}}
+    path = write_result(tmp_path / "sub" / "x.json", {"t": table}, steps=3)
+    record = json.loads(path.read_text())
+    assert record["steps"] == 3 and record["tables"]["t"] == table
+    assert {"commit", "date", "jax", "flax", "optax"} <= set(record["provenance"])
+    assert record["machine"]["devices"] == jax.device_count()
+    assert write_result("", {"t": table}) is None
 
 
 def test_print_throughput_against_several_references(capsys):

@@ -233,7 +233,7 @@ def test_ema_parameters_are_tracked_and_evaluated(tmp_path):
 def test_label_smoothing_loss_value():
     task = _tiny_task(label_smoothing=0.1)
     params, model_state = task.init(jax.random.PRNGKey(0))
-    batch = task.train_batch(jax.random.PRNGKey(0), jnp.asarray(0))
+    batch = task.train_batch(jax.random.PRNGKey(0), jnp.asarray(0), task.train_data)
     loss, _ = task.loss_fn(params, model_state, batch, jax.random.PRNGKey(1))
     logits, _ = _tiny_model().apply({**params, **model_state}, batch["image"], train=True, mutable=["batch_stats"])
     targets = 0.9 * jax.nn.one_hot(batch["label"], 10) + 0.01

@@ -163,7 +163,7 @@ def test_gradients_reach_both_branches():
     def loss(params):
         return jnp.sum(module.apply({**variables, "params": params}, x) ** 2)
 
-    grads = jax.grad(loss)(variables["params"])
+    grads = jax.jit(jax.grad(loss))(variables["params"])
     for branch in ("trunk_0", "mask_down0_0", "mask_skip0", "mask_up1_0", "mask_conv1", "mask_conv2"):
         assert float(jnp.abs(jnp.concatenate([g.ravel() for g in jax.tree_util.tree_leaves(grads[branch])])).max()) > 0
 

@@ -124,7 +124,12 @@ class _Doubler(nn.Module):
 
 @pytest.mark.parametrize("position", ATTENTION_POSITIONS)
 @pytest.mark.parametrize(
-    "block,layout", [("basic", "cifar"), ("bottleneck", "torchvision"), ("preact_bottleneck", "preact")]
+    "block,layout",
+    [
+        ("basic", "cifar"),  # every position on the basic block in the default tier, the bottlenecks in the slow one
+        pytest.param("bottleneck", "torchvision", marks=pytest.mark.slow),
+        pytest.param("preact_bottleneck", "preact", marks=pytest.mark.slow),
+    ],
 )
 def test_attention_hook_positions(position, block, layout):
     model = ResNet((1, 2), block=block, layout=layout, widths=(16, 32) if block == "basic" else (64, 128),

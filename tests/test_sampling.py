@@ -119,7 +119,9 @@ def test_matches_numpy_reference(shape, mode, align_corners):
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize(
+    "align_corners", [False, pytest.param(True, marks=pytest.mark.slow)]
+)  # align_corners=True: slow tier
 @pytest.mark.parametrize("channels", [1, 3])  # the sampler combines one channel and several in different forms
 def test_coordinates_across_the_border_band_match_the_reference(mode, align_corners, channels):
     """Pixel coordinates swept through the band the sampler clamps to ([-2, size + 1]) and past it, including
@@ -239,7 +241,9 @@ def _non_integer_coords(shape_hw, n, seed, align_corners, margin=0.1):
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize(
+    "align_corners", [False, pytest.param(True, marks=pytest.mark.slow)]
+)  # align_corners=True: slow tier
 def test_gradients_match_finite_differences(x64, mode, align_corners):
     image = _random((5, 6, 2), 12).astype(np.float64)
     coords = _non_integer_coords((5, 6), 40, 13, align_corners)
@@ -251,7 +255,7 @@ def test_gradients_match_finite_differences(x64, mode, align_corners):
     check_grads(sample, (image, coords), order=2, modes=["fwd", "rev"], eps=1e-4, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("channels", [1, 3])  # the image tangent has a one-channel and a several-channel form
+@pytest.mark.parametrize("channels", [1, pytest.param(3, marks=pytest.mark.slow)])  # 1 and several channels: two forms
 def test_grid_sample_gradients_match_finite_differences(x64, channels):
     images = _random((2, 5, 4, channels), 14).astype(np.float64)
     grid = np.stack([_non_integer_coords((5, 4), 12, s, False) for s in (15, 16)]).reshape(2, 3, 4, 2)
@@ -266,7 +270,9 @@ def _inner(a, b):
 
 @pytest.mark.parametrize("channels", [1, 4])
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize(
+    "align_corners", [False, pytest.param(True, marks=pytest.mark.slow)]
+)  # align_corners=True: slow tier
 def test_jvp_is_the_transpose_of_the_vjp(x64, channels, mode, align_corners):
     """<v, J u> from forward mode equals <J^T v, u> from reverse mode, for random u, v (image and grid)."""
     images = _random((3, 6, 5, channels), 40, -1, 1).astype(np.float64)
@@ -287,6 +293,7 @@ def test_jvp_is_the_transpose_of_the_vjp(x64, channels, mode, align_corners):
         np.testing.assert_allclose(np.asarray(forward), np.asarray(reverse), rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.slow  # 21 s; the default tier checks second order in tests/test_sampling_modes.py
 def test_second_derivatives_in_every_mode_agree(x64):
     """hessian (forward over reverse), reverse over reverse and forward over forward: the same numbers, for the
     grid, the image (zero: the sampler is linear in it) and the mixed image-grid block."""

@@ -145,8 +145,9 @@ def test_integration_variants_through_the_hook():
 def test_cifar_se_networks_train_step_and_excitations():
     model = models.create_model("cifar_se_resnet20")
     x = jax.random.normal(jax.random.PRNGKey(1), (2, 32, 32, 3))
-    variables = model.init(jax.random.PRNGKey(0), x)
-    logits, state = model.apply(variables, x, train=True, mutable=["batch_stats", "intermediates"])
+    variables = jax.jit(model.init)(jax.random.PRNGKey(0), x)  # jitted: one compile, not hundreds of eager ops
+    apply = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats", "intermediates"]))
+    logits, state = apply(variables, x)
     assert logits.shape == (2, 10)
     excitations = state["intermediates"]["layer3_2"]["se"]["excitation"][0]
     assert excitations.shape == (2, 64) and bool(jnp.all((excitations > 0) & (excitations < 1)))

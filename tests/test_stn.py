@@ -16,7 +16,11 @@ def _images(n=4, size=28, seed=0):
 
 
 @pytest.mark.parametrize("transform", sorted(stn.TRANSFORMS))
-@pytest.mark.parametrize("localization", [stn.ConvLocalization(), stn.FCLocalization()])
+# The identity comes from the regression layer, whatever the localisation net: the convolutional one (slower to
+# run) in the slow tier.
+@pytest.mark.parametrize(
+    "localization", [stn.FCLocalization(), pytest.param(stn.ConvLocalization(), marks=pytest.mark.slow)]
+)
 def test_transformer_starts_as_the_identity(transform, localization):
     module = stn.SpatialTransformer(localization=localization, transform=transform)
     x = _images()

@@ -10,9 +10,11 @@ Prints, for the device JAX finds first:
   for axis-aligned crops) on the same sizes' crops; forward and forward+backward milliseconds (median, compile excluded), and the achieved memory
   bandwidth of the forward pass: the bytes it must move at least (read the image and the grid, write the
   output) over its time, beside the device's peak (from its device kind; "-" for kinds not in the table);
-- the ST-CNN (affine, RTS 42x42 -> 21x21) and RAM (6 glimpses, 3 scales, 60x60) training steps of
-  ``stn_train`` / ``ram_train`` at the given batch, in images/s.
-``--small`` runs tiny sizes (a smoke test for CPUs; the tests run it).
+- the loop's ST-CNN (affine, RTS 42x42 -> 21x21) and RAM (6 glimpses, 3 scales, 60x60) training steps (the
+  configs of ``stn_train`` / ``ram_train``, data generated on device) and RAM's bare step with each retina, at
+  the given batch, in images/s.
+``--small`` runs tiny sizes (a smoke test for CPUs; the tests run it). The tables are also written as JSON
+(``--out``, default ``experiments/results/benchmarks/accelerator.json``).
 """
 
 from __future__ import annotations
@@ -24,10 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.benchmarks import ram_train, stn_train
-from experiments.benchmarks.common import median_seconds
+from experiments.benchmarks.common import add_output_argument, median_seconds, write_result
 from experiments.benchmarks.sampler import SIZES, Size, make_inputs
 from visattn_jax import grid_sample, separable_sample
-from visattn_jax.data import rts
 
 # Peak memory bandwidth (bytes/s) by a substring of jax's device_kind, from the vendors' data sheets.
 PEAK_BANDWIDTH = {
@@ -70,7 +71,9 @@ def _timed(fn, args, repeats: int) -> tuple[float, float]:
     )
 
 
-def sampler_rows(sizes, repeats: int, peak: float | None) -> None:
+def sampler_rows(sizes, repeats: int, peak: float | None) -> dict[str, dict[str, float]]:
+    """Prints and returns the sampler's forward and forward + backward ms per size and formulation."""
+    table: dict[str, dict[str, float]] = {}
     print(f"\n{'size':<5}{'formulation':<22}{'fwd ms':>10}{'fwd+bwd ms':>12}{'fwd GB/s':>10}{'of peak':>9}")
     for size in sizes:
         images, grid, _ = make_inputs(size)
@@ -89,21 +92,30 @@ def sampler_rows(sizes, repeats: int, peak: float | None) -> None:
             rate = moved / fwd
             share = f"{rate / peak:>8.1%}" if peak else f"{'-':>8}"
             print(f"{size.name:<5}{name:<22}{fwd * 1e3:>10.3f}{bwd * 1e3:>12.3f}{rate / 1e9:>10.1f} {share}")
+            table[f"{size.name} {name}"] = {
+                "forward_ms": round(fwd * 1e3, 4),
+                "forward_backward_ms": round(bwd * 1e3, 4),
+            }
+    return table
 
 
-def training_rows(batch: int, repeats: int) -> None:
+def training_rows(batch: int, repeats: int) -> dict[str, float]:
+    """ms per step of the loop's ST-CNN and RAM training steps (their experiment configs) and of RAM's bare step
+    with each retina, at ``batch``."""
     rng = np.random.default_rng(0)
-    digits = rng.integers(0, 256, (max(batch, 64), 28, 28, 1)).astype(np.uint8)
-    images = np.asarray(rts(jax.random.PRNGKey(0), digits[:batch].astype(np.float32) / 255.0))
     labels = rng.integers(0, 10, batch).astype(np.int32)
-    run, _ = stn_train.jax_step(images, labels, digits)
-    seconds = median_seconds(run, repeats)
-    print(f"\nST-CNN affine (RTS), batch {batch}: {seconds * 1e3:.2f} ms/step, {batch / seconds:,.0f} images/s")
+    rows = {
+        f"ST-CNN loop step ({stn_train.CONFIG})": median_seconds(stn_train.loop_row(batch), repeats),
+        f"RAM loop step ({ram_train.CONFIG})": median_seconds(ram_train.loop_row(batch), repeats),
+    }
     canvas = np.zeros((batch, 60, 60, 1), np.float32)
     canvas[:, 16:44, 16:44] = rng.random((batch, 28, 28, 1))
     for method in ("gather", "matmul"):
-        seconds = median_seconds(ram_train.jax_step(canvas, labels, method), repeats)
-        print(f"RAM ({method} retina), batch {batch}: {seconds * 1e3:.2f} ms/step, {batch / seconds:,.0f} images/s")
+        rows[f"RAM bare step ({method} retina)"] = median_seconds(ram_train.bare_step(canvas, labels, method), repeats)
+    print(f"\nTraining steps, batch {batch}:")
+    for name, seconds in rows.items():
+        print(f"  {name:<58}{seconds * 1e3:>9.2f} ms/step{batch / seconds:>11,.0f} images/s")
+    return {name: round(seconds * 1e3, 4) for name, seconds in rows.items()}
 
 
 def main(argv=None) -> None:
@@ -111,13 +123,16 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--batch_size", type=int, default=256, help="of the ST-CNN and RAM training steps")
     parser.add_argument("--small", action="store_true", help="tiny sizes: a smoke test on a CPU")
+    add_output_argument(parser, "accelerator")
     args = parser.parse_args(argv)
     device = jax.devices()[0]
     peak = peak_bandwidth(device.device_kind)
     bandwidth = f"peak memory bandwidth {peak / 1e9:,.0f} GB/s" if peak else "peak memory bandwidth unknown"
     print(f"jax {jax.__version__}, {device.platform} device {device.device_kind!r} ({jax.device_count()}), {bandwidth}")
-    sampler_rows(SMALL_SIZES if args.small else ACCELERATOR_SIZES, args.repeats, peak)
-    training_rows(8 if args.small else args.batch_size, args.repeats)
+    sampler = sampler_rows(SMALL_SIZES if args.small else ACCELERATOR_SIZES, args.repeats, peak)
+    batch = 8 if args.small else args.batch_size
+    training = training_rows(batch, args.repeats)
+    write_result(args.out, {"sampler": sampler, "training_ms": training}, batch_size=batch, small=args.small)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "benchmarks"
 
 
 def _warm_up(fn: Callable[[], object], warmup: int, settle_seconds: float) -> float:
@@ -64,9 +71,12 @@ def interleaved_seconds(
     return {name: statistic(t) for name, t in times.items()}
 
 
-def print_throughput(rows: dict[str, float], batch_size: int, reference: str | Sequence[str] | None) -> None:
+def print_throughput(rows: dict[str, float], batch_size: int, reference: str | Sequence[str] | None) -> dict[str, Any]:
     """Prints ms/step, images/s and the speed-up over each ``reference`` row (those that were measured): one
-    column ``x ref`` for a single reference, ``x ref1``, ``x ref2`` ... (named below the table) for several."""
+    column ``x ref`` for a single reference, ``x ref1``, ``x ref2`` ... (named below the table) for several.
+
+    Returns the table as data (for :func:`write_result`): ``{"batch_size", "references", "rows": {name:
+    {"ms_per_step", "images_per_second", "speedup": {reference: x}}}}``."""
     references = [reference] if isinstance(reference, str) else list(reference or [])
     references = [r for r in references if r in rows] or [None]
     names = ["x ref"] if len(references) == 1 else [f"x ref{i + 1}" for i in range(len(references))]
@@ -77,6 +87,95 @@ def print_throughput(rows: dict[str, float], batch_size: int, reference: str | S
     if len(references) > 1:
         for n, r in zip(names, references, strict=True):
             print(f"{n}: {r}")
+    measured = [r for r in references if r]
+    return {
+        "batch_size": batch_size,
+        "references": measured,
+        "rows": {
+            name: {
+                "ms_per_step": round(seconds * 1e3, 4),
+                "images_per_second": round(batch_size / seconds, 2),
+                "speedup": {r: round(rows[r] / seconds, 4) for r in measured},
+            }
+            for name, seconds in rows.items()
+        },
+    }
+
+
+def add_output_argument(parser, name: str) -> None:
+    """``--out PATH``: where the benchmark writes its JSON result (default ``experiments/results/benchmarks/
+    <name>.json``, the file the README tables cite; ``--out ''`` writes nothing)."""
+    parser.add_argument(
+        "--out", default=str(RESULTS / f"{name}.json"), help="JSON result file ('' for none; default: %(default)s)"
+    )
+
+
+def write_result(path: str | os.PathLike | None, tables: Mapping[str, Any], **fields: Any) -> Path | None:
+    """Writes the benchmark's printed tables as JSON to ``path`` (nothing when it is empty), with the command
+    line, the machine (platform, device kind and count, CPU count, the XLA_FLAGS in force) and the provenance
+    of :func:`visattn_jax.train.loop.provenance` (commit, date, library versions), plus ``fields``. Returns
+    the path written."""
+    if not path:
+        return None
+    import jax
+
+    from visattn_jax.train.loop import provenance
+
+    devices = jax.devices()
+    record = {
+        "command": " ".join([Path(sys.executable).name, "-m", _module_name(), *sys.argv[1:]]),
+        "provenance": provenance(),
+        "machine": {
+            "platform": devices[0].platform,
+            "device_kind": devices[0].device_kind,
+            "devices": len(devices),
+            "cpu_count": os.cpu_count(),
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        },
+        **fields,
+        "tables": dict(tables),
+    }
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"Result written to {out}.")
+    return out
+
+
+def _module_name() -> str:
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    return spec.name if spec is not None and spec.name else Path(sys.argv[0]).name
+
+
+def loop_step(task, config, *, fast_conv: bool, batch: Any = None) -> Callable[[], None]:
+    """One call runs one step of the training step :func:`visattn_jax.train.loop.fit` runs for ``task`` under
+    ``config`` (:func:`~visattn_jax.train.loop.make_train_step`: the config's optimiser and schedule, parameter
+    EMA, the state donated, the batch sharded over all devices, the step's metrics), from the state ``fit``
+    would start from; ``batch``: the global batch of a host-stream task (on-device tasks make their own).
+    Blocks until the step's metrics are ready."""
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from visattn_jax.train.loop import create_train_state, make_mesh, make_train_step, resolve_epochs
+
+    config = resolve_epochs(config, task.steps_per_epoch)
+    mesh = make_mesh(config.get("num_devices"))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    init_key, key = jax.random.split(jax.random.PRNGKey(config.seed))
+    holder = [jax.device_put(create_train_state(task, config, init_key), replicated)]
+    key = jax.device_put(key, replicated)
+    step = make_train_step(task, mesh, ema_decay=config.get("ema_decay", 0.0) or 0.0, fast_conv=fast_conv)
+    if batch is None:  # as fit places them: the task's training data on every device, or the sharded batch
+        inputs = jax.device_put(task.train_data, replicated)
+    else:
+        inputs = jax.device_put(batch, NamedSharding(mesh, PartitionSpec("data")))
+
+    def run() -> None:
+        holder[0], metrics = step(holder[0], key, inputs)
+        jax.block_until_ready(metrics)
+
+    return run
 
 
 def import_torch(threads: int):

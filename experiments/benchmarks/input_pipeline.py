@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.benchmarks.common import add_output_argument, write_result
+
 
 def cifar_rate(batches: int) -> float:
     from visattn_jax.data.cifar import epoch_indices, normalize, pad_crop_flip
@@ -72,16 +74,19 @@ def imagenet_rates(batches: int) -> tuple[float, float]:
     return rates[0], rates[1]
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", type=int, default=20)
-    args = parser.parse_args()
+    add_output_argument(parser, "input_pipeline")
+    args = parser.parse_args(argv)
     cifar = cifar_rate(args.batches * 10)
     train, evaluation = imagenet_rates(args.batches)
     print(f"{'input path':<22}{'images/s':>10}")
     print(f"{'cifar on device':<22}{cifar:>10.0f}")
     print(f"{'imagenet train':<22}{train:>10.0f}")
     print(f"{'imagenet eval':<22}{evaluation:>10.0f}")
+    rates = {"cifar on device": cifar, "imagenet train": train, "imagenet eval": evaluation}
+    write_result(args.out, {"images_per_second": {k: round(v, 1) for k, v in rates.items()}}, batches=args.batches)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,12 @@ patches with average pooling, and the episode is a Python loop over glimpses; th
 Adam. Two PyTorch retinas: the popular one, which crops every patch in a Python loop over the batch, and the one
 a PyTorch user would write for speed, which crops the whole batch with one advanced-indexing gather per scale
 (the same integer crops). Both sides take one training step (forward, backward, update) on the same batch;
-median over ``--steps`` steps after warm-up; speed-ups against both PyTorch rows.
+median over ``--steps`` steps after warm-up; speed-ups against both PyTorch rows. Our rows: the bare step (the
+model and ``ram_loss`` with Adam on the fixed batch, gather and matmul retinas: the like-for-like rows) and the
+loop's step, ``visattn_jax.train.make_train_step`` for the config ``ram_mnist.py:translated60,ram,6,cpu`` (what
+``experiments.main`` runs: each step draws and translates its batch on device, clips the gradient norm at 5,
+Adam with the config's schedule, metrics, donation). The table is also written as JSON (``--out``, default
+``experiments/results/benchmarks/ram_train.json``).
 """
 
 from __future__ import annotations
@@ -23,13 +28,36 @@ import jax
 import numpy as np
 import optax
 
-from experiments.benchmarks.common import import_torch, median_seconds, print_throughput
+from experiments.benchmarks.common import (
+    add_output_argument,
+    import_torch,
+    loop_step,
+    median_seconds,
+    print_throughput,
+    write_result,
+)
 from visattn_jax.ram import RAM, ram_loss
+from visattn_jax.train import build_task
 
 GLIMPSES, SIZE, SCALES, STD = 6, 12, 3, 0.15
 
 
-def jax_step(images: np.ndarray, labels: np.ndarray, sensor_method: str = "gather"):
+CONFIG = "translated60,ram,6,cpu"
+
+
+def loop_row(batch_size: int):
+    """The loop's training step for the config ``CONFIG`` at ``batch_size`` (its task built on zero digits of
+    MNIST's shapes: the step's work does not depend on the pixels)."""
+    from experiments.configs.ram_mnist import get_config
+
+    config = get_config(CONFIG)
+    config.batch_size = batch_size
+    return loop_step(
+        build_task(config, shapes_only=True).task, config, fast_conv=config.get("xla_cpu_fast_conv", False)
+    )
+
+
+def bare_step(images: np.ndarray, labels: np.ndarray, sensor_method: str = "gather"):
     model = RAM(
         num_glimpses=GLIMPSES, glimpse_size=SIZE, num_scales=SCALES, location_std=STD, sensor_method=sensor_method
     )
@@ -161,6 +189,7 @@ def main(argv=None) -> None:
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (XLA uses all cores)")
+    add_output_argument(parser, "ram_train")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     images = np.zeros((args.batch_size, 60, 60, 1), np.float32)
@@ -170,11 +199,12 @@ def main(argv=None) -> None:
     labels = rng.integers(0, 10, args.batch_size).astype(np.int32)
 
     rows = {
-        f"visattn_jax RAM (jit, lax.scan, {method} retina)": median_seconds(
-            jax_step(images, labels, method), args.steps
-        )
+        f"visattn_jax RAM bare step ({method} retina)": median_seconds(bare_step(images, labels, method), args.steps)
         for method in ("gather", "matmul")
     }
+    rows[f"visattn_jax RAM loop step (+ translation, clipping; {CONFIG})"] = median_seconds(
+        loop_row(args.batch_size), args.steps
+    )
     references = []
     torch = import_torch(args.threads)
     if torch is not None:
@@ -185,7 +215,8 @@ def main(argv=None) -> None:
         f"RAM, 60x60 translated, {GLIMPSES} glimpses of {SCALES} x {SIZE}x{SIZE}, batch {args.batch_size}, Adam; "
         f"median of {args.steps} steps; jax {jax.__version__} on {jax.devices()[0].platform}"
     )
-    print_throughput(rows, args.batch_size, references)
+    table = print_throughput(rows, args.batch_size, references)
+    write_result(args.out, {"ram_translated60": table}, steps=args.steps, config=f"ram_mnist.py:{CONFIG}")
 
 
 if __name__ == "__main__":

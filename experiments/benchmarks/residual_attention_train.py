@@ -9,9 +9,12 @@ on 224x224. The PyTorch network is written below from the same description as ``
 (the Caffe prototxts: pre-activation bottlenecks whose shortcut convolves the pre-activated input, 3x3/2
 ceil-mode max pools, align-corners bilinear upsampling to the matching map, skip units, the two-1x1-conv head
 without bias, ``(1 + M) * T``); its hyperparameters are read from our registered module, and the parameter
-counts of both are printed (equal counts: the same layers). Rows, per network: our step with XLA's default CPU
-options and with ``xla_cpu_fast_conv``; PyTorch eager, NCHW and channels_last. The ratio column is images/s over
-the "torch eager" row, measured in the same run.
+counts of both are printed (equal counts: the same layers). Rows, per network (as in resnet_train): the loop's
+training step for the network's experiment config (``residual_attention.py:attention92,arl,paper``: Nesterov,
+on-device augmentation; ``imagenet.py:attention56``) with XLA's default CPU options and with
+``xla_cpu_fast_conv``, the bare fixed-batch step (fast conv), PyTorch eager, NCHW and channels_last. The ratio
+column is images/s over the "torch eager" row, measured in the same run. The tables are also written as JSON
+(``--out``, default ``experiments/results/benchmarks/residual_attention_train.json``).
 """
 
 from __future__ import annotations
@@ -21,16 +24,22 @@ import argparse
 import jax
 
 from experiments.benchmarks.common import (
+    add_output_argument,
     import_torch,
     median_seconds,
     parse_only,
     print_throughput,
     torch_training_step,
+    write_result,
 )
 from experiments.benchmarks.resnet_train import jax_rows
 from visattn_jax.models import create_model, num_params
 
-SETTINGS = {"cifar_attention92": (64, 32, 10), "attention56": (8, 224, 1000)}
+# network -> (batch, image size, classes, the experiment config whose training step the loop rows time)
+SETTINGS = {
+    "cifar_attention92": (64, 32, 10, "residual_attention.py:attention92,arl,paper"),
+    "attention56": (8, 224, 1000, "imagenet.py:attention56"),
+}
 
 
 def torch_attention_net(torch, spec):
@@ -143,19 +152,21 @@ def torch_attention_net(torch, spec):
     return Net()
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per row (median)")
     parser.add_argument("--threads", type=int, default=2, help="PyTorch intra-op threads")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {sorted(SETTINGS)}")
-    args = parser.parse_args()
+    add_output_argument(parser, "residual_attention_train")
+    args = parser.parse_args(argv)
     only = parse_only(parser, args.only, SETTINGS)
     torch = import_torch(args.threads)
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; torch {torch.__version__ if torch else '-'}")
-    for name, (batch, size, classes) in SETTINGS.items():
+    tables = {}
+    for name, (batch, size, classes, spec) in SETTINGS.items():
         if only and name not in only:
             continue
-        images, labels, rows = jax_rows(name, batch, size, classes, args.steps)
+        images, labels, rows = jax_rows(name, batch, size, classes, args.steps, spec)
         counts = f"parameters: ours {num_params(name):,}"
         if torch is not None:
             spec = create_model(name)
@@ -165,8 +176,9 @@ def main() -> None:
                 rows[label] = median_seconds(
                     torch_training_step(torch, model, images, labels, channels_last=channels_last), args.steps
                 )
-        print(f"\n{name}, batch {batch} at {size}x{size}, training step ({counts}):")
-        print_throughput(rows, batch, "torch eager")
+        print(f"\n{name}, batch {batch} at {size}x{size}, training step ({counts}; loop rows: {spec}):")
+        tables[name] = {"config": spec, "parameters": counts, **print_throughput(rows, batch, "torch eager")}
+    write_result(args.out, tables, steps=args.steps, torch=torch.__version__ if torch else None)
 
 
 if __name__ == "__main__":

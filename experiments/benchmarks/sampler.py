@@ -27,7 +27,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.benchmarks.common import import_torch, interleaved_seconds, median_seconds
+from experiments.benchmarks.common import (
+    add_output_argument,
+    import_torch,
+    interleaved_seconds,
+    median_seconds,
+    write_result,
+)
 from visattn_jax import affine_grid, grid_sample, separable_sample
 
 
@@ -172,6 +178,7 @@ def main(argv=None) -> None:
         action="store_true",
         help="report each variant's fastest block of calls instead of the median (steadier on a busy machine)",
     )
+    add_output_argument(parser, "sampler")
     args = parser.parse_args(argv)
     torch = import_torch(args.threads)
     torch_version = torch.__version__ if torch is not None else "not installed"
@@ -183,6 +190,7 @@ def main(argv=None) -> None:
     header = f"{'size':<5}{'variant':<26}{'fwd ms':>9}{'fwd+bwd ms':>12}{'fwd ratio':>11}{'f+b ratio':>11}"
     print(header)
     print("-" * len(header))
+    tables = {}
     for size in SIZES:
         if size.name not in args.sizes:
             continue
@@ -209,6 +217,18 @@ def main(argv=None) -> None:
         for name, (fwd, bwd) in rows.items():
             ratio = (f"{fwd / ref[0]:>11.2f}{bwd / ref[1]:>11.2f}") if ref else f"{'-':>11}{'-':>11}"
             print(f"{size.name:<5}{name:<26}{fwd * 1e3:>9.3f}{bwd * 1e3:>12.3f}{ratio}")
+        tables[size.name] = {
+            name: {"forward_ms": round(fwd * 1e3, 4), "forward_backward_ms": round(bwd * 1e3, 4)}
+            for name, (fwd, bwd) in rows.items()
+        }
+    write_result(
+        args.out,
+        tables,
+        repeats=args.repeats,
+        statistic="fastest block" if args.fastest else "median",
+        torch=torch_version,
+        sizes={size.name: repr(size) for size in SIZES if size.name in args.sizes},
+    )
 
 
 if __name__ == "__main__":

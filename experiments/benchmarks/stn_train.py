@@ -9,9 +9,12 @@ pooling and FC 50 as localisation net, affine transform to a 21x21 output, then 
 conv 7x7x32 / max-pool / FC 10) on the same 42x42 batches with Adam, and time one forward + backward + update
 step (median over ``--steps`` steps after warm-up). The PyTorch model follows the PyTorch STN tutorial's
 structure (``affine_grid`` + ``grid_sample`` in ``forward``), timed eager and compiled with ``torch.compile``
-(the default Inductor backend; its row is skipped with the reason if it does not compile). A third row of ours
-times the full training step, which also generates the RTS batch on device from clean digits (what
-``experiments.main`` runs). Speed-ups against both PyTorch rows.
+(the default Inductor backend; its row is skipped with the reason if it does not compile). Our rows: the bare
+step on the same fixed batch (the like-for-like row), and the loop's step, ``visattn_jax.train.make_train_step``
+for the config ``stn_mnist.py:st_cnn,affine,RTS,cpu`` (what ``experiments.main`` and the quickstart run: the RTS
+batch generated on device from clean digits every step, the config's Adam and cosine schedule, metrics,
+donation). Speed-ups against both PyTorch rows. The table is also written as JSON (``--out``, default
+``experiments/results/benchmarks/stn_train.json``).
 """
 
 from __future__ import annotations
@@ -23,12 +26,23 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments.benchmarks.common import import_torch, median_seconds, print_throughput
+from experiments.benchmarks.common import (
+    add_output_argument,
+    import_torch,
+    loop_step,
+    median_seconds,
+    print_throughput,
+    write_result,
+)
 from visattn_jax.data import rts
 from visattn_jax.stn import stn_classifier
+from visattn_jax.train import build_task
+
+CONFIG = "st_cnn,affine,RTS,cpu"
 
 
-def jax_step(images: np.ndarray, labels: np.ndarray, digits: np.ndarray):
+def bare_step(images: np.ndarray, labels: np.ndarray):
+    """A hand-written step on a fixed batch (Adam 1e-3, no data generation, no metrics): what the PyTorch rows do."""
     model = stn_classifier("st_cnn", transform="affine", input_size=42, st_output_size=21)
     params = model.init(jax.random.PRNGKey(0), jnp.asarray(images[:1]))
     tx = optax.adam(1e-3)
@@ -43,28 +57,26 @@ def jax_step(images: np.ndarray, labels: np.ndarray, digits: np.ndarray):
         updates, o = tx.update(grads, o, p)
         return optax.apply_updates(p, updates), o, loss
 
-    @jax.jit
-    def step_with_data(p, o, key):
-        k1, k2 = jax.random.split(key)
-        index = jax.random.randint(k1, (images.shape[0],), 0, digits.shape[0])
-        x = rts(k2, digits_d[index].astype(jnp.float32) / 255.0)
-        return step(p, o, x, labels_d)
-
-    x_d, labels_d, digits_d = jnp.asarray(images), jnp.asarray(labels), jnp.asarray(digits)
+    x_d, labels_d = jnp.asarray(images), jnp.asarray(labels)
     state = {"p": params, "o": opt_state}
 
     def run():
         state["p"], state["o"], loss = step(state["p"], state["o"], x_d, labels_d)
         loss.block_until_ready()
 
-    counter = [0]
+    return run
 
-    def run_with_data():
-        counter[0] += 1
-        state["p"], state["o"], loss = step_with_data(state["p"], state["o"], jax.random.PRNGKey(counter[0]))
-        loss.block_until_ready()
 
-    return run, run_with_data
+def loop_row(batch_size: int):
+    """The loop's training step for the config ``CONFIG`` at ``batch_size`` (its task built on zero digits of
+    MNIST's shapes: the step's work does not depend on the pixels)."""
+    from experiments.configs.stn_mnist import get_config
+
+    config = get_config(CONFIG)
+    config.batch_size = batch_size
+    return loop_step(
+        build_task(config, shapes_only=True).task, config, fast_conv=config.get("xla_cpu_fast_conv", False)
+    )
 
 
 def torch_step(images: np.ndarray, labels: np.ndarray, compile_model: bool = False):
@@ -127,16 +139,19 @@ def main(argv=None) -> None:
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (XLA uses all cores)")
+    add_output_argument(parser, "stn_train")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     digits = rng.integers(0, 256, (1024, 28, 28, 1)).astype(np.uint8)
-    images = np.asarray(rts(jax.random.PRNGKey(0), digits[: args.batch_size].astype(np.float32) / 255.0))
+    images = np.array(
+        rts(jax.random.PRNGKey(0), digits[: args.batch_size].astype(np.float32) / 255.0)
+    )  # writable, for torch
     labels = rng.integers(0, 10, args.batch_size).astype(np.int32)
 
-    rows = {}
-    run, run_with_data = jax_step(images, labels, digits)
-    rows["visattn_jax (jit)"] = median_seconds(run, args.steps)
-    rows["visattn_jax (jit) + RTS generation"] = median_seconds(run_with_data, args.steps)
+    rows = {
+        "visattn_jax bare step (fixed batch)": median_seconds(bare_step(images, labels), args.steps),
+        f"visattn_jax loop step (+ RTS generation; {CONFIG})": median_seconds(loop_row(args.batch_size), args.steps),
+    }
     references = []
     torch = import_torch(args.threads)
     if torch is not None:
@@ -153,7 +168,8 @@ def main(argv=None) -> None:
         f"ST-CNN affine, RTS 42x42 -> 21x21, batch {args.batch_size}, Adam; median of {args.steps} steps; "
         f"jax {jax.__version__} on {jax.devices()[0].platform}"
     )
-    print_throughput(rows, args.batch_size, references)
+    table = print_throughput(rows, args.batch_size, references)
+    write_result(args.out, {"st_cnn_affine_rts": table}, steps=args.steps, config=f"stn_mnist.py:{CONFIG}")
 
 
 if __name__ == "__main__":

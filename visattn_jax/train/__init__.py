@@ -6,23 +6,37 @@ from visattn_jax.train.classification import (
     make_test_set,
     stream_classification_task,
 )
-from visattn_jax.train.experiment import ConfigError, load_digits, load_natural_images, train_and_evaluate
+from visattn_jax.train.experiment import (
+    BuiltTask,
+    ConfigError,
+    build_task,
+    load_digits,
+    load_natural_images,
+    train_and_evaluate,
+)
 from visattn_jax.train.loop import (
     Task,
     TrainState,
+    TrainStep,
+    create_train_state,
     fit,
     make_mesh,
     make_optimizer,
     make_schedule,
+    make_train_step,
     resolve_epochs,
     restore_params,
 )
 
 __all__ = [
+    "BuiltTask",
     "ConfigError",
     "Task",
     "TrainState",
+    "TrainStep",
+    "build_task",
     "classification_task",
+    "create_train_state",
     "fit",
     "image_classification_task",
     "load_digits",
@@ -31,6 +45,7 @@ __all__ = [
     "make_optimizer",
     "make_schedule",
     "make_test_set",
+    "make_train_step",
     "resolve_epochs",
     "restore_params",
     "stream_classification_task",

@@ -91,7 +91,8 @@ def classification_task(
 
     Args:
       model: Linen module ``[B, S, S, 1] -> [B, classes]`` logits.
-      train_images: uint8 ``[N, 28, 28, 1]`` clean training digits (kept on device, distorted per step).
+      train_images: uint8 ``[N, 28, 28, 1]`` clean training digits (the task's ``train_data``: ``fit``
+        places them on every device once; each step distorts its own sample).
       train_labels: int ``[N]``.
       test_images: float ``[M, S, S, 1]`` the fixed, already distorted test set (:func:`make_test_set`).
       test_labels: int ``[M]``.
@@ -107,18 +108,18 @@ def classification_task(
         raise ValueError(f"train_images must be uint8 [N, H, W, C], got {train_images.dtype} {train_images.shape}.")
     if len(train_images) != len(train_labels) or len(test_images) != len(test_labels):
         raise ValueError("images and labels must have the same length.")
-    digits = jnp.asarray(train_images)
-    labels = jnp.asarray(train_labels, jnp.int32)
+    train_data = {"image": train_images, "label": np.asarray(train_labels, np.int32)}
     sample_shape = test_images.shape[1:]
 
     def init(key: jax.Array) -> tuple[Any, dict]:
         dummy = jnp.zeros((1, *sample_shape), jnp.float32)
         return objective.init(model, key, dummy), {}
 
-    def train_batch(key: jax.Array, step: jax.Array) -> dict[str, jax.Array]:
+    def train_batch(key: jax.Array, step: jax.Array, data: dict[str, jax.Array]) -> dict[str, jax.Array]:
         # A fresh sample every step (with replacement), distorted anew, from the step's key.
         key = jax.random.split(jax.random.fold_in(key, step))[0]
         k_index, k_distort = jax.random.split(key)
+        digits, labels = jnp.asarray(data["image"]), jnp.asarray(data["label"])
         index = jax.random.randint(k_index, (batch_size,), 0, digits.shape[0])
         images = distort(distortion, k_distort, digits[index].astype(jnp.float32) / 255.0)
         return {"image": images, "label": labels[index]}
@@ -156,7 +157,7 @@ def classification_task(
             "count": totals["count"],
         }
 
-    return Task(init, train_batch, loss_fn, eval_fn, eval_batches, summarize)
+    return Task(init, train_batch, loss_fn, eval_fn, eval_batches, summarize, train_data=train_data)
 
 
 def _summarize_error(totals):
@@ -248,17 +249,17 @@ def image_classification_task(
     num_examples = len(train_images)
     if batch_size > num_examples:
         raise ValueError(f"batch_size={batch_size} is larger than the {num_examples} training images.")
-    images_on_device = jnp.asarray(train_images)
-    labels_on_device = jnp.asarray(train_labels, jnp.int32)
+    train_data = {"image": train_images, "label": np.asarray(train_labels, np.int32)}
 
-    def train_batch(key, step):
+    def train_batch(key, step, data):
         order_key, augment_key = jax.random.split(key)
         # The order comes from the run's key and the epoch (each epoch a permutation); augmentation per step.
-        index = epoch_indices(order_key, step, num_examples, batch_size)
-        images = images_on_device[index]
+        all_images, all_labels = jnp.asarray(data["image"]), jnp.asarray(data["label"])
+        index = epoch_indices(order_key, step, all_images.shape[0], batch_size)
+        images = all_images[index]
         if augment:
             images = pad_crop_flip(jax.random.fold_in(augment_key, step), images)
-        return {"image": normalize(images, mean, std), "label": labels_on_device[index]}
+        return {"image": normalize(images, mean, std), "label": all_labels[index]}
 
     init, loss_fn, eval_fn = _stateful_classifier(
         model, train_images.shape[1:], label_smoothing, lambda images: normalize(images, mean, std)
@@ -271,7 +272,14 @@ def image_classification_task(
         for i in range(0, len(test_images), eval_batch_size)
     ]
     return Task(
-        init, train_batch, loss_fn, eval_fn, eval_batches, _summarize_error, steps_per_epoch=num_examples // batch_size
+        init,
+        train_batch,
+        loss_fn,
+        eval_fn,
+        eval_batches,
+        _summarize_error,
+        steps_per_epoch=num_examples // batch_size,
+        train_data=train_data,
     )
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -14,9 +15,9 @@ from visattn_jax.data.mnist import load_image_dataset
 from visattn_jax.sampling import grid_sample
 from visattn_jax.stn import FCN, stn_classifier
 from visattn_jax.train.classification import classification_task, cross_entropy_objective, make_test_set, ram_objective
-from visattn_jax.train.loop import fit
+from visattn_jax.train.loop import Task, fit
 
-__all__ = ["ConfigError", "load_digits", "load_natural_images", "train_and_evaluate"]
+__all__ = ["BuiltTask", "ConfigError", "build_task", "load_digits", "load_natural_images", "train_and_evaluate"]
 
 
 class ConfigError(ValueError):
@@ -137,31 +138,10 @@ def _image_experiment(config, workdir: Path) -> dict[str, Any]:
     """Natural-image classification (CIFAR): a registered network, BatchNorm, epochs, augmentation."""
     import jax.numpy as jnp
 
-    from visattn_jax.train.classification import image_classification_task
     from visattn_jax.viz import plot_misclassified, plot_training_curve
 
-    model = image_model(config)
-    if config.dataset.startswith("imagenet"):
-        task = _imagenet_task(config, model)
-        test_x = None
-    else:
-        train_x, train_y, test_x, test_y = load_natural_images(config)
-        if config.get("label_noise", 0.0):
-            from visattn_jax.data.cifar import corrupt_labels
-
-            train_y = corrupt_labels(train_y, config.label_noise, config.num_classes, seed=config.seed)
-        task = image_classification_task(
-            model,
-            train_images=train_x,
-            train_labels=train_y,
-            test_images=test_x,
-            test_labels=test_y,
-            batch_size=config.batch_size,
-            mean=tuple(config.mean),
-            std=tuple(config.std),
-            augment=config.augment,
-            label_smoothing=config.label_smoothing,
-        )
+    built = build_task(config)
+    model, task, test_x, test_y = built.model, built.task, built.test_images, built.test_labels
     state, summary = fit(task, config, workdir, progress=config.get("progress", True))
     summary["num_params"] = int(sum(np.size(p) for p in jax.tree_util.tree_leaves(state.params)))
     summary["config"] = config.to_dict()
@@ -180,6 +160,112 @@ def _image_experiment(config, workdir: Path) -> dict[str, Any]:
         if attention is not None:
             summary["attention_figure"] = str(attention)
     return summary
+
+
+class BuiltTask(NamedTuple):
+    """What :func:`build_task` makes of a config: the loop's task, the model, the fixed test images the task
+    evaluates on (distorted digits, or uint8 natural images; None for host streams) and their labels, and the
+    figure function of the digit tasks (None for the others)."""
+
+    task: Task
+    model: Any
+    test_images: np.ndarray | None
+    test_labels: np.ndarray | None
+    figure: Callable | None = None
+
+
+# Examples per split and image shape of the datasets the configs name (TFDS's counts), for shapes-only builds.
+DATASET_SHAPES = {
+    "mnist": (60_000, 10_000, (28, 28, 1)),
+    "cifar10": (50_000, 10_000, (32, 32, 3)),
+    "cifar100": (50_000, 10_000, (32, 32, 3)),
+    "svhn_cropped": (73_257, 26_032, (32, 32, 3)),
+}
+
+
+def _placeholder_data(config) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Zero uint8 images and int32 labels with the shapes of ``config.dataset`` (cut to the config's limits):
+    nothing is read, and ``np.zeros`` does not touch the memory until it is written."""
+    if config.dataset not in DATASET_SHAPES:
+        raise ConfigError(f"No known shapes for dataset {config.dataset!r}; known: {sorted(DATASET_SHAPES)}.")
+    train, test, shape = DATASET_SHAPES[config.dataset]
+    train = min(train, config.get("train_limit") or train)
+    test = min(test, config.get("test_limit") or test)
+    images = lambda n: np.zeros((n, *shape), np.uint8)  # noqa: E731
+    return images(train), np.zeros(train, np.int32), images(test), np.zeros(test, np.int32)
+
+
+def _digit_model(config):
+    """The model, objective and figure function of a digit config (``config.task`` stn or ram), and its input
+    size (the distortion's canvas). Raises :class:`ConfigError` for names that do not exist."""
+    try:
+        digit = jax.ShapeDtypeStruct((2, 28, 28, 1), np.float32)  # cluttered needs 2
+        input_size = jax.eval_shape(lambda x: distort(config.distortion, jax.random.PRNGKey(0), x), digit).shape[1]
+        model, objective, figure_fn = _TASKS[config.task](config, input_size)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(str(error)) from error
+    return model, objective, figure_fn, input_size
+
+
+def build_task(config, *, shapes_only: bool = False) -> BuiltTask:
+    """The :class:`~visattn_jax.train.loop.Task` of any experiment config (``config.task``: ``stn``, ``ram`` or
+    ``image``), with its model: the one place a config becomes something :func:`fit` can train.
+
+    Loads the config's data (MNIST, CIFAR, TFDS image sets; ImageNet as a host stream), or with
+    ``shapes_only`` reads nothing: the task's training data and test set are zero arrays of the real shapes
+    (``fit`` on them would train on zeros; compiling the task's steps, e.g. for a TPU topology, needs only
+    those shapes). Raises :class:`ConfigError` for a config that names something that does not exist, before
+    any data is read.
+    """
+    if config.task not in (*_TASKS, "image"):
+        raise ConfigError(f"Unknown task {config.task!r}; choose one of {sorted((*_TASKS, 'image'))}.")
+    if config.task != "image":
+        # The model first: a config naming something that does not exist fails before the data loads.
+        model, objective, figure_fn, input_size = _digit_model(config)
+        if shapes_only:
+            train_x, train_y, test_x, test_y = _placeholder_data(config)
+            test_images = np.zeros((len(test_x), input_size, input_size, 1), np.float32)
+        else:
+            train_x, train_y, test_x, test_y = load_digits(config)
+            test_images = make_test_set(config.distortion, test_x, seed=config.test_seed)
+        task = classification_task(
+            model,
+            train_images=train_x,
+            train_labels=train_y,
+            test_images=test_images,
+            test_labels=test_y,
+            distortion=config.distortion,
+            batch_size=config.batch_size,
+            objective=objective,
+        )
+        return BuiltTask(task, model, test_images, test_y, figure_fn)
+
+    from visattn_jax.train.classification import image_classification_task
+
+    model = image_model(config)
+    if config.dataset.startswith("imagenet"):
+        return BuiltTask(_imagenet_task(config, model, shapes_only=shapes_only), model, None, None)
+    if shapes_only:
+        train_x, train_y, test_x, test_y = _placeholder_data(config)
+    else:
+        train_x, train_y, test_x, test_y = load_natural_images(config)
+        if config.get("label_noise", 0.0):
+            from visattn_jax.data.cifar import corrupt_labels
+
+            train_y = corrupt_labels(train_y, config.label_noise, config.num_classes, seed=config.seed)
+    task = image_classification_task(
+        model,
+        train_images=train_x,
+        train_labels=train_y,
+        test_images=test_x,
+        test_labels=test_y,
+        batch_size=config.batch_size,
+        mean=tuple(config.mean),
+        std=tuple(config.std),
+        augment=config.augment,
+        label_smoothing=config.label_smoothing,
+    )
+    return BuiltTask(task, model, test_x, test_y)
 
 
 def image_model(config):
@@ -239,13 +325,24 @@ def _attention_figure(model, variables, images, labels, config, workdir: Path) -
     return None
 
 
-def _imagenet_task(config, model):
-    """ImageNet through the host tf.data pipeline (visattn_jax.data.imagenet), one shard per process."""
+def _imagenet_task(config, model, shapes_only: bool = False):
+    """ImageNet through the host tf.data pipeline (visattn_jax.data.imagenet), one shard per process.
+    ``shapes_only``: no pipeline (the step is given its batch), no evaluation set, ILSVRC 2012's 1,281,167
+    training images for the epochs."""
     import functools
 
     from visattn_jax.data.imagenet import ImageNetEval, imagenet_num_examples, imagenet_stream
     from visattn_jax.train.classification import stream_classification_task
 
+    if shapes_only:
+        return stream_classification_task(
+            model,
+            train_stream=lambda start: iter(()),
+            eval_batches=[],
+            image_shape=(config.image_size, config.image_size, 3),
+            steps_per_epoch=1_281_167 // config.batch_size,
+            label_smoothing=config.label_smoothing,
+        )
     common = dict(image_size=config.image_size, mean=tuple(config.mean), std=tuple(config.std), name=config.dataset)
     common["data_dir"] = config.get("data_dir")
     stream = functools.partial(imagenet_stream, global_batch_size=config.batch_size, seed=config.seed, **common)
@@ -290,25 +387,8 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
         )
         _print_figures(summary)
         return summary
-    # The model first: a config naming something that does not exist fails before the data loads.
-    try:
-        digit = jax.ShapeDtypeStruct((2, 28, 28, 1), np.float32)  # cluttered needs 2
-        input_size = jax.eval_shape(lambda x: distort(config.distortion, jax.random.PRNGKey(0), x), digit).shape[1]
-        model, objective, figure_fn = _TASKS[config.task](config, input_size)
-    except (ValueError, TypeError) as error:
-        raise ConfigError(str(error)) from error
-    train_x, train_y, test_x, test_y = load_digits(config)
-    test_images = make_test_set(config.distortion, test_x, seed=config.test_seed)
-    task = classification_task(
-        model,
-        train_images=train_x,
-        train_labels=train_y,
-        test_images=test_images,
-        test_labels=test_y,
-        distortion=config.distortion,
-        batch_size=config.batch_size,
-        objective=objective,
-    )
+    built = build_task(config)
+    model, task, test_images, figure_fn = built.model, built.task, built.test_images, built.figure
     state, summary = fit(task, config, workdir, progress=config.get("progress", True))
     params = jax.device_get(state.params)
     summary["num_params"] = int(sum(np.size(p) for p in jax.tree_util.tree_leaves(params)))

@@ -3,8 +3,9 @@
 An experiment supplies a :class:`Task` (how to initialise its parameters and model state, where a training
 batch comes from, its pure loss, its evaluation); :func:`fit` knows nothing about models. One step:
 
-    batch = task.train_batch(key, step)   (made on device from the run's key and the step), or the next batch
-    of task.train_stream (a host pipeline, placed on the mesh as a global array)
+    batch = task.train_batch(key, step, data)   (made on device from the run's key, the step and the task's
+    train_data, which is an argument of the compiled step, replicated on every device), or the next batch of
+    task.train_stream (a host pipeline, placed on the mesh as a global array)
     -> (loss, (metrics, model_state)), grads = value_and_grad(task.loss_fn)(params, model_state, batch, key_t)
        (key_t: a key folded from the run's key and the step)
     -> optax update (-> parameter EMA, if configured)
@@ -36,11 +37,15 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 __all__ = [
+    "CPU_CONV_OPTIONS",
     "Task",
     "TrainState",
+    "TrainStep",
+    "create_train_state",
     "fit",
     "make_mesh",
     "make_optimizer",
+    "make_train_step",
     "make_schedule",
     "provenance",
     "resolve_epochs",
@@ -57,10 +62,10 @@ class Task(NamedTuple):
     Attributes:
       init: ``key -> (params, model_state)``; ``model_state`` is ``{}`` for models without state, or e.g.
         ``{"batch_stats": ...}``.
-      train_batch: ``(key, step) -> batch``: the training batch of ``step``, made on device (a pytree of
-        ``[B, ...]`` arrays). ``key`` is the run's data key, the same at every step (so a task can draw one
-        permutation per epoch from it); fold ``step`` in for per-step randomness. None when the task has a
-        ``train_stream``.
+      train_batch: ``(key, step, data) -> batch``: the training batch of ``step``, made on device (a pytree of
+        ``[B, ...]`` arrays) from ``data`` (the task's ``train_data``). ``key`` is the run's data key, the same
+        at every step (so a task can draw one permutation per epoch from it); fold ``step`` in for per-step
+        randomness. None when the task has a ``train_stream``.
       loss_fn: ``(params, model_state, batch, key) -> (scalar loss, (metrics dict of scalars, new model_state))``.
       eval_fn: ``(params, model_state, batch) -> dict of per-batch sums`` (``correct``, ``count``, ...).
       eval_batches: the fixed evaluation set as a sequence of batches (host or device arrays).
@@ -70,6 +75,10 @@ class Task(NamedTuple):
         ``start_step`` first, so a resumed run sees the same data order. None for on-device data.
       steps_per_epoch: training steps per pass over the data (0: the task has no epochs); it turns the
         ``*_epochs`` fields of a config into steps.
+      train_data: what ``train_batch`` draws from (a pytree of host or device arrays, e.g. the whole CIFAR
+        training set), or None. It is an argument of the compiled step, placed once on every device
+        (replicated), never a constant baked into the program: a compile needs only its shapes
+        (``jax.ShapeDtypeStruct``), and every chip reads its own copy.
     """
 
     init: Callable[[jax.Array], tuple[Any, Any]]
@@ -80,6 +89,7 @@ class Task(NamedTuple):
     summarize: Callable[[dict[str, float]], dict[str, float]]
     train_stream: Callable[[int], Iterator[Batch]] | None = None
     steps_per_epoch: int = 0
+    train_data: Any = None
 
 
 @flax.struct.dataclass
@@ -212,33 +222,51 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
 # XLA:CPU fuses convolutions with their elementwise neighbours through its YNN library when asked: ResNet
 # training steps run 25-35% faster on CPU (../shared/PERF.md), but the sampler slows down, so it is opt-in
 # (config.xla_cpu_fast_conv) and only ever applied to CPU compilations.
-_CPU_CONV_OPTIONS = {
+CPU_CONV_OPTIONS = {
     "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_ELTWISE,LIBRARY_FUSION_TYPE_REDUCE"
 }
 
 
-class _Compiled:
-    """A jitted function compiled on first call, with extra XLA options when given (CPU only)."""
+class TrainStep:
+    """The loop's compiled training step: ``step(state, key, inputs) -> (state, metrics)``.
 
-    def __init__(self, jitted, options: dict[str, str] | None):
-        self._jitted, self._options, self._compiled = jitted, options, None
+    ``key`` is the run's data key (replicated). ``inputs``: for on-device tasks the task's ``train_data``
+    (replicated; the step makes its batch from it, ``key`` and ``state.step``), for tasks with a
+    ``train_stream`` the step's global batch (sharded over the mesh's ``"data"`` axis). The state is donated:
+    pass the returned one to the next call. ``metrics`` holds the loss, the gradient norm and the task's own
+    metrics (device scalars: no host sync).
 
-    def __call__(self, *args):
-        if not self._options:
-            return self._jitted(*args)
+    ``jitted`` is the underlying ``jax.jit`` function (``step.jitted.lower(...)`` compiles it for other devices,
+    e.g. a TPU topology); ``compiler_options`` the extra XLA options applied when it compiles here.
+    """
+
+    def __init__(self, jitted, compiler_options: dict[str, str] | None):
+        self.jitted, self.compiler_options, self._compiled = jitted, compiler_options, None
+
+    def __call__(self, state: TrainState, key: jax.Array, inputs: Any) -> tuple[TrainState, Metrics]:
+        if not self.compiler_options:
+            return self.jitted(state, key, inputs)
         if self._compiled is None:
-            self._compiled = self._jitted.lower(*args).compile(compiler_options=self._options)
-        return self._compiled(*args)
+            self._compiled = self.jitted.lower(state, key, inputs).compile(compiler_options=self.compiler_options)
+        return self._compiled(state, key, inputs)
 
 
-def _make_train_step(task: Task, mesh: Mesh, ema_decay: float = 0.0, fast_conv: bool = False):
+def make_train_step(task: Task, mesh: Mesh, *, ema_decay: float = 0.0, fast_conv: bool = False) -> TrainStep:
+    """The training step :func:`fit` runs, for ``task`` on ``mesh``: the batch (made on device by
+    ``task.train_batch`` from the replicated ``train_data``, or a given host batch) sharded over the ``"data"``
+    axis, state and key replicated,
+    ``value_and_grad`` of ``task.loss_fn`` with the step's folded key, the state's optax update, the parameter
+    EMA with ``ema_decay`` (when the state has one), metrics ``loss`` / ``grad_norm`` / the task's. Benchmarks
+    and the TPU compile report time and compile exactly this function.
+
+    ``fast_conv``: compile with :data:`CPU_CONV_OPTIONS` when the mesh is on CPU (ignored elsewhere).
+    """
     data_sharding = NamedSharding(mesh, PartitionSpec("data"))
     replicated = NamedSharding(mesh, PartitionSpec())
 
-    def train_step(state: TrainState, key: jax.Array, batch: Batch | None = None) -> tuple[TrainState, Metrics]:
+    def train_step(state: TrainState, key: jax.Array, inputs: Any) -> tuple[TrainState, Metrics]:
         loss_key = jax.random.split(jax.random.fold_in(key, state.step))[1]
-        if batch is None:
-            batch = task.train_batch(key, state.step)
+        batch = inputs if task.train_batch is None else task.train_batch(key, state.step, inputs)
         batch = jax.lax.with_sharding_constraint(batch, data_sharding)
         grad_fn = jax.value_and_grad(task.loss_fn, has_aux=True)
         (loss, (metrics, model_state)), grads = grad_fn(state.params, state.model_state, batch, loss_key)
@@ -253,22 +281,20 @@ def _make_train_step(task: Task, mesh: Mesh, ema_decay: float = 0.0, fast_conv: 
         )
         return new_state, metrics
 
-    if task.train_stream is None:
-        jitted = jax.jit(
-            train_step,
-            in_shardings=(replicated, replicated),
-            out_shardings=(replicated, replicated),
-            donate_argnums=0,
-        )
-    else:
-        jitted = jax.jit(
-            train_step,
-            in_shardings=(replicated, replicated, data_sharding),
-            out_shardings=(replicated, replicated),
-            donate_argnums=0,
-        )
+    in_shardings = (replicated, replicated, replicated if task.train_batch is not None else data_sharding)
+    jitted = jax.jit(train_step, in_shardings=in_shardings, out_shardings=(replicated, replicated), donate_argnums=0)
     cpu = mesh.devices.flat[0].platform == "cpu"
-    return _Compiled(jitted, _CPU_CONV_OPTIONS if fast_conv and cpu else None)
+    return TrainStep(jitted, CPU_CONV_OPTIONS if fast_conv and cpu else None)
+
+
+def create_train_state(task: Task, config, key: jax.Array) -> TrainState:
+    """The initial :class:`TrainState` of ``task`` under ``config`` (the optimiser of :func:`make_optimizer`, a
+    parameter EMA when ``config.ema_decay`` > 0), from ``key`` (:func:`fit` passes the first half of
+    ``split(PRNGKey(config.seed))``). Pure: ``jax.eval_shape(create_train_state, ...)`` gives its shapes without
+    computing anything (``config`` and ``task`` bound with a lambda)."""
+    params, model_state = task.init(key)
+    ema = (config.get("ema_decay", 0.0) or 0.0) > 0
+    return TrainState.create(params, make_optimizer(config), model_state, ema=ema)
 
 
 def _global_batches(task: Task, start: int, mesh: Mesh) -> Iterator[Batch]:
@@ -331,7 +357,7 @@ def fit(task: Task, config, workdir: str | Path, *, progress: bool = True) -> tu
     Config fields used: ``seed``, ``num_steps`` (or ``num_epochs``, see :func:`resolve_epochs`),
     ``batch_size``, ``log_every``, ``eval_every`` (0: only at the end), ``checkpoint_every`` (0: only at the
     end), ``num_devices`` (None: all), ``ema_decay`` (0: no parameter EMA), ``xla_cpu_fast_conv`` (see
-    ``_CPU_CONV_OPTIONS``), and the optimiser fields of :func:`make_optimizer`.
+    :data:`CPU_CONV_OPTIONS`), and the optimiser fields of :func:`make_optimizer`.
 
     Writes to ``workdir``: ``checkpoints/`` (orbax; a rerun resumes from the last one and reaches the same
     parameters as an uninterrupted run), ``metrics.jsonl`` and TensorBoard files, ``provenance.jsonl`` (one
@@ -357,11 +383,10 @@ def fit(task: Task, config, workdir: str | Path, *, progress: bool = True) -> tu
     replicated = NamedSharding(mesh, PartitionSpec())
 
     init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
-    tx = make_optimizer(config)
     ema_decay = config.get("ema_decay", 0.0) or 0.0
-    params, model_state = task.init(init_key)
-    state = jax.device_put(TrainState.create(params, tx, model_state, ema=ema_decay > 0), replicated)
+    state = jax.device_put(create_train_state(task, config, init_key), replicated)
     train_key = jax.device_put(train_key, replicated)
+    train_data = jax.device_put(task.train_data, replicated)  # once, on every device
 
     manager = ocp.CheckpointManager(
         workdir / "checkpoints", options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
@@ -373,7 +398,7 @@ def fit(task: Task, config, workdir: str | Path, *, progress: bool = True) -> tu
         state = jax.device_put(restored, replicated)
         print(f"Resumed from the checkpoint at step {start} in {workdir / 'checkpoints'}.")
 
-    train_step = _make_train_step(task, mesh, ema_decay, config.get("xla_cpu_fast_conv", False))
+    train_step = make_train_step(task, mesh, ema_decay=ema_decay, fast_conv=config.get("xla_cpu_fast_conv", False))
     eval_step = jax.jit(task.eval_fn)
     stream = _global_batches(task, start, mesh) if task.train_stream is not None else None
     log = _MetricsLog(workdir, start)
@@ -401,10 +426,7 @@ def fit(task: Task, config, workdir: str | Path, *, progress: bool = True) -> tu
         bar = tqdm(total=config.num_steps, initial=start, unit="step", dynamic_ncols=True)
     try:
         for step in range(start, config.num_steps):
-            if stream is None:
-                state, metrics = train_step(state, train_key)
-            else:
-                state, metrics = train_step(state, train_key, next(stream))
+            state, metrics = train_step(state, train_key, train_data if stream is None else next(stream))
             done = step + 1
             if step == start:  # one sync after compilation; the throughput window starts after it
                 jax.block_until_ready(metrics)
