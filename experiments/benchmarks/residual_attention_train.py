@@ -169,8 +169,7 @@ def main(argv=None) -> None:
         images, labels, rows = jax_rows(name, batch, size, classes, args.steps, spec)
         counts = f"parameters: ours {num_params(name):,}"
         if torch is not None:
-            spec = create_model(name)
-            model = torch_attention_net(torch, spec)
+            model = torch_attention_net(torch, create_model(name))
             counts += f", torch {sum(p.numel() for p in model.parameters()):,}"
             for label, channels_last in (("torch eager", False), ("torch eager channels_last", True)):
                 rows[label] = median_seconds(
