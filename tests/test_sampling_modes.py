@@ -110,7 +110,9 @@ def test_non_finite_coordinates_read_zero_with_zero_gradients(dims, mode, paddin
     assert not np.any(np.asarray(tangent)[0, :3]) and np.all(np.isfinite(tangent))
 
 
-@pytest.mark.parametrize("dims,mode", [(2, "nearest"), (2, "bicubic"), (3, "nearest"), (3, "bilinear")])
+@pytest.mark.parametrize(
+    "dims,mode", [(2, "bilinear"), (2, "nearest"), (2, "bicubic"), (3, "nearest"), (3, "bilinear")]
+)
 def test_inf_and_nan_pixels_under_zero_weight_taps_stay_out(dims, mode):
     """PyTorch returns NaN when a tap of weight 0 holds inf (0 * inf); here such a tap contributes nothing."""
     images = _random((1, *IMAGE[dims][1:]), 8)
@@ -274,3 +276,39 @@ def test_pixel_grids_and_displacement_fields(align_corners):
     np.testing.assert_array_equal(va.grid_sample(volume, still[None], align_corners=align_corners), volume)
     with pytest.raises(ValueError, match=r"\[H, W, 2\] or \[D, H, W, 3\]"):
         va.displacement_grid(np.zeros((5, 6, 3)))
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bicubic"])
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_separable_operators_in_every_mode_equal_sample_on_their_grid(mode, padding, align_corners):
+    """Every mode is a tensor product of 1-D taps: two operators (dense or taps) sample an axis-aligned grid
+    exactly as ``sample`` does, values and image gradient, the far-outside points included."""
+    image = _random((7, 9, 2), 12)
+    xs = np.array([-1.7, -1.0, -0.93, -0.31, 0.0, 0.12, 0.58, 0.99, 1.4], np.float32)
+    ys = np.array([1.9, 0.77, 0.05, -0.44, -1.2], np.float32)
+    coords = np.stack(np.meshgrid(xs, ys), axis=-1)  # [h, w, 2], coords[i, j] = (xs[j], ys[i])
+    kwargs = dict(mode=mode, padding_mode=padding, align_corners=align_corners)
+    expected = va.sample(image, coords, **kwargs)
+    rows = va.interpolation_taps(ys, 7, **kwargs)
+    cols = va.interpolation_taps(xs, 9, **kwargs)
+    assert rows[0].shape == (5, {"nearest": 1, "bicubic": 4}[mode]) and rows[0].dtype == jnp.int32
+    if padding != "zeros":  # every tap is padded into the image: a partition of unity everywhere
+        np.testing.assert_allclose(np.asarray(cols[1]).sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_array_equal(va.taps_to_matrix(*cols, 9), va.interpolation_matrix(xs, 9, **kwargs))
+    cotangent = _random(expected.shape, 13, -1, 1)
+    grad = lambda f: jax.grad(lambda im: jnp.sum(f(im) * cotangent))(image)  # noqa: E731
+    expected_grad = grad(lambda im: va.sample(im, coords, **kwargs))
+    for separable in (
+        lambda im: va.separable_sample(im, xs, ys, **kwargs),
+        lambda im: va.apply_taps(im, rows, cols),
+    ):
+        np.testing.assert_allclose(separable(image), expected, atol=2e-6)
+        np.testing.assert_allclose(grad(separable), expected_grad, atol=2e-6)
+
+
+def test_separable_operators_name_a_bad_mode():
+    with pytest.raises(ValueError, match=r"mode='cubic' is not supported"):
+        va.interpolation_taps(np.zeros(3), 4, mode="cubic")
+    with pytest.raises(ValueError, match=r"mode='cubic' is not supported"):
+        va.separable_sample(np.zeros((4, 4, 1)), np.zeros(2), np.zeros(2), mode="cubic")

@@ -4,9 +4,12 @@ Two runs of fit on 16x16 noise images with random labels, without augmentation (
 constant, and the ties it makes between activations flip together at a ReLU: with it, PyTorch against itself
 from weights perturbed by 1e-7 differs by 2e-3 in the loss within 6 steps; the full-size script includes it) (batch 32, 20 steps an epoch, the short budget's
 optimiser: Nesterov, weight decay on kernels, warm-up + cosine):
-- 6 steps, before the trajectory's chaos sets in: the losses agree to float32 rounding and the changes of every
-  parameter and BatchNorm statistic agree to 1e-3 of their size (a wrong Nesterov form, weight decay on the
-  wrong tensors or a different BatchNorm momentum changes them by more than 1%);
+- 3 steps, before the trajectory's chaos sets in: the losses agree to float32 rounding and the changes of every
+  parameter and BatchNorm statistic agree to 1e-2 / 1e-3 of their size (a wrong Nesterov form, weight decay on
+  the wrong tensors or a different BatchNorm momentum changes them by far more: measured 0.72 for plain
+  momentum, 0.19 for decay on every parameter). How soon the chaos sets in depends on the CPU: on one machine
+  6 steps still agreed to 1.7e-5; on an AMD EPYC (2026-12-07) the loss differed by 2e-4 at step 4 and
+  PyTorch against itself from weights perturbed by 1e-7 moved a parameter's 6-step change by 0.19;
 - 50 steps: ReLU + BatchNorm training is chaotic, so two float32 runs of PyTorch itself, one from weights
   perturbed by 1e-7, drift apart (measured: past 1e-3 of the loss after about 20 steps). fit stays as close to
   PyTorch as PyTorch stays to itself.
@@ -40,16 +43,17 @@ def _config(epochs: float, augment: bool):
 
 def test_first_steps_match_pytorch_exactly_torch(tmp_path):
     images, labels = _data()
-    result = training_parity.compare(_config(0.3, augment=False), images, labels, tmp_path, sensitivity=False)
-    assert result["steps"] == 6
+    result = training_parity.compare(_config(0.15, augment=False), images, labels, tmp_path, sensitivity=False)
+    assert result["steps"] == 3
     losses, reference = np.asarray(result["jax_losses"]), np.asarray(result["torch_losses"])
-    np.testing.assert_allclose(losses, reference, rtol=1e-5)
+    np.testing.assert_allclose(losses, reference, rtol=1e-5)  # measured: 0, 0, 9.3e-8
     d = result["jax_vs_torch"]
-    # Every parameter tensor's change over the 6 steps (rate 0 -> 0.025) within 1e-3 of its size (measured:
-    # 1.7e-5 at worst; a 1e-7 perturbation of PyTorch's own weights moves some by 0.13). 59 tensors: 19
+    # Every parameter tensor's change over the 3 steps within 1e-2 of its size (measured on the AMD EPYC: 2.0e-3
+    # at worst, where PyTorch against itself from weights perturbed by 1e-7 gives 4.2e-3; the mutations above
+    # give 0.19 and 0.72), every running statistic's within 1e-3 (measured 1.3e-6). 59 parameter tensors: 19
     # convolutions, 19 BatchNorms x 2, the classifier's kernel and bias.
     assert len([k for k in d["relative_change_differences"] if "running" not in k]) == 59
-    assert d["max_relative_parameter_change_difference"] < 1e-3, d["relative_change_differences"]
+    assert d["max_relative_parameter_change_difference"] < 1e-2, d["relative_change_differences"]
     assert d["max_relative_statistics_change_difference"] < 1e-3, d["relative_change_differences"]
 
 
@@ -59,8 +63,8 @@ def test_fifty_steps_stay_as_close_to_pytorch_as_pytorch_to_itself_torch(tmp_pat
     result = training_parity.compare(_config(2.5, augment=False), images, labels, tmp_path)
     assert result["steps"] == 50
     ours, floor = result["jax_vs_torch"], result["torch_vs_perturbed_torch"]
-    # Exact until the chaos begins ...
-    np.testing.assert_allclose(result["jax_losses"][:5], result["torch_losses"][:5], rtol=1e-5)
+    # Exact until the chaos begins (by step 4 on some CPUs, see above) ...
+    np.testing.assert_allclose(result["jax_losses"][:3], result["torch_losses"][:3], rtol=1e-5)
     # ... and afterwards within the float32 floor of the trajectory (with a factor 3 for its randomness).
     assert ours["max_relative_loss_difference"] <= 3 * floor["max_relative_loss_difference"] + 1e-5, (ours, floor)
     assert (ours["first_step_over_tolerance"] or 50) >= 0.5 * (floor["first_step_over_tolerance"] or 50)

@@ -250,17 +250,54 @@ def _tap_values(images: jax.Array, batch, rows: tuple, cols: tuple, dtype) -> li
     return [[images.at[batch, r, c].get(mode="clip").astype(dtype) for c in cols] for r in rows]
 
 
+def _weighted(weight: jax.Array, values: jax.Array) -> jax.Array:
+    """``weight[..., None] * values``, and 0 wherever the weight is 0, whatever ``values`` holds there.
+
+    A tap of weight 0 (clamped from outside the image, or the neighbour of an integer coordinate) may read an
+    inf or NaN pixel that has no part in the sample, and ``0 * inf`` is NaN (PyTorch's behaviour). The select
+    reads the weight only: each gathered value is used once, so XLA keeps the gathers and the arithmetic in one
+    fused loop (a test of the value itself, ``isfinite``, split them and made the forward pass 3x slower at
+    one channel).
+    """
+    return jnp.where((weight != 0)[..., None], weight[..., None] * values, jnp.zeros((), values.dtype))
+
+
 def _bilinear(wy: tuple, wx: tuple, taps) -> jax.Array:
-    """``sum_ab wy[a][..., None] * wx[b][..., None] * taps[a][b]``: ``[...]`` weights, ``[..., C]`` taps.
+    """``sum_ab wy[a] wx[b] taps[a][b]`` over the taps of non-zero weight: ``[...]`` weights, ``[..., C]`` taps.
 
     With one channel as ``wy0 (wx0 t00 + wx1 t01) + wy1 (wx0 t10 + wx1 t11)`` (6 multiplies instead of 8: the
     sampler's fused loop is bound by its element-wise operations at one channel); with several channels the
-    four corner weights are formed once per sample and each channel costs 4 multiplies.
+    four corner weights are formed once per sample and each channel costs 4 multiplies. Every product is
+    :func:`_weighted`: a zero weight contributes 0 even against an inf or NaN tap.
     """
+    if taps[0][0].shape[-1] == 1:
+        rows = [_weighted(wx[0], t[0]) + _weighted(wx[1], t[1]) for t in taps]
+        return _weighted(wy[0], rows[0]) + _weighted(wy[1], rows[1])
+    return sum(_weighted(wy[a] * wx[b], taps[a][b]) for a in range(2) for b in range(2))
+
+
+def _linear_in_weights(wy: tuple, wx: tuple, taps) -> jax.Array:
+    """``sum_ab wy[a][..., None] * wx[b][..., None] * taps[a][b]`` as plain products, for the tangents: a select
+    on a tangent is not linear (it cannot be transposed), so the taps passed here must already be finite
+    wherever their weight is 0 (:func:`_finite_where_unused`). One channel in 6 multiplies, as :func:`_bilinear`."""
     if taps[0][0].shape[-1] == 1:
         rows = [wx[0][..., None] * t[0] + wx[1][..., None] * t[1] for t in taps]
         return wy[0][..., None] * rows[0] + wy[1][..., None] * rows[1]
     return sum((wy[a] * wx[b])[..., None] * taps[a][b] for a in range(2) for b in range(2))
+
+
+def _finite_where_unused(taps, wy: tuple, wx: tuple) -> list[list[jax.Array]]:
+    """The taps with a non-finite value under a zero weight read as 0. A tap of weight 0 still enters the
+    coordinate derivative at an integer coordinate (its weight's derivative is not 0), so only a non-finite
+    value is dropped there, not the tap, as in :func:`_sample_nd`."""
+    zero = jnp.zeros((), taps[0][0].dtype)
+    return [
+        [
+            jnp.where(((wy[a] != 0) & (wx[b] != 0))[..., None] | jnp.isfinite(taps[a][b]), taps[a][b], zero)
+            for b in range(2)
+        ]
+        for a in range(2)
+    ]
 
 
 def _tangent_of_image(d_images: jax.Array, batch, rows: tuple, cols: tuple, wy: tuple, wx: tuple) -> jax.Array:
@@ -315,15 +352,20 @@ def _combine_taps_jvp(primals, tangents):
     images, batch, rows, cols, wy, wx = primals
     d_images, _, _, _, d_wy, d_wx = tangents
     taps = _tap_values(images, batch, rows, cols, wy[0].dtype)
-    out = _bilinear(wy, wx, taps)
     terms = []
     if not isinstance(d_images, SymbolicZero):
         terms.append(_tangent_of_image(d_images, batch, rows, cols, wy, wx))
     # Product rule over the per-axis weights: d(wy wx) = dwy wx + wy dwx.
-    if (d_wy := _instantiate_pair(d_wy, wy)) is not None:
-        terms.append(_bilinear(d_wy, wx, taps))
-    if (d_wx := _instantiate_pair(d_wx, wx)) is not None:
-        terms.append(_bilinear(wy, d_wx, taps))
+    d_wy, d_wx = _instantiate_pair(d_wy, wy), _instantiate_pair(d_wx, wx)
+    if d_wy is None and d_wx is None:
+        out = _bilinear(wy, wx, taps)
+    else:  # the same value from the taps the tangents need (so a derivative of ``out`` keeps them too)
+        taps = _finite_where_unused(taps, wy, wx)
+        out = _linear_in_weights(wy, wx, taps)
+    if d_wy is not None:
+        terms.append(_linear_in_weights(d_wy, wx, taps))
+    if d_wx is not None:
+        terms.append(_linear_in_weights(wy, d_wx, taps))
     return out, sum(terms) if terms else jnp.zeros_like(out)
 
 
@@ -527,15 +569,56 @@ def _axis_taps_nd(
     return taps
 
 
+def _gather_taps(images: jax.Array, batch: jax.Array, indices: tuple, dtype) -> list[jax.Array]:
+    """``images[batch, *index]`` (``[..., C]``, in ``dtype``) for each tap's index tuple (in the image)."""
+    return [images.at[(batch, *index)].get(mode="promise_in_bounds").astype(dtype) for index in indices]
+
+
+@jax.custom_jvp
+def _combine_nd(images: jax.Array, batch: jax.Array, indices: tuple, weights: tuple) -> jax.Array:
+    """``sum_t weights[t] * images[batch, *indices[t]]``: ``images [N, *spatial, C]``, int32 ``batch`` and
+    ``indices[t]`` (one ``[...]`` array per spatial axis, inside the image), ``weights[t] [...]``. Returns
+    ``[..., C]`` in the weights' dtype; a tap of weight 0 contributes 0 whatever the image holds there.
+
+    A custom JVP for the same reason as the 2-D path's: the weight tangents need each tap's value, also where
+    the weight is 0 (at an integer coordinate), with only a non-finite value there dropped; a test of the
+    value in the forward pass itself would split XLA's fused gather loop (measured 10x slower for bicubic),
+    so the primal reads the weights only and the value test runs in the derivative alone."""
+    values = _gather_taps(images, batch, indices, weights[0].dtype)
+    return sum(_weighted(w, v) for w, v in zip(weights, values, strict=True))
+
+
+@partial(_combine_nd.defjvp, symbolic_zeros=True)
+def _combine_nd_jvp(primals, tangents):
+    images, batch, indices, weights = primals
+    d_images, _, _, d_weights = tangents
+    dtype = weights[0].dtype
+    values = _gather_taps(images, batch, indices, dtype)
+    terms = []
+    if not isinstance(d_images, SymbolicZero):  # linear in the image: reverse mode transposes it to scatter-adds
+        d_values = _gather_taps(d_images, batch, indices, dtype)
+        terms.append(sum(w[..., None] * d for w, d in zip(weights, d_values, strict=True)))
+    if (d_weights := _instantiate_pair(d_weights, weights)) is None:
+        out = sum(_weighted(w, v) for w, v in zip(weights, values, strict=True))
+    else:
+        zero = jnp.zeros((), dtype)
+        values = [
+            jnp.where((w != 0)[..., None] | jnp.isfinite(v), v, zero) for w, v in zip(weights, values, strict=True)
+        ]
+        out = sum(w[..., None] * v for w, v in zip(weights, values, strict=True))
+        terms.append(sum(d[..., None] * v for d, v in zip(d_weights, values, strict=True)))
+    return out, sum(terms) if terms else jnp.zeros_like(out)
+
+
 def _sample_nd(
     images: jax.Array, batch: jax.Array, coords: jax.Array, mode: str, align_corners: bool, padding_mode: str, ctype
 ) -> jax.Array:
     """Samples ``images [N, *spatial, C]`` (1 to 3 spatial axes) at normalised ``coords [..., D]`` (``(x, y, z)``
     order: the last spatial axis first) in ``mode``: ``sum over tap combinations of prod(weights) *
-    images[batch, taps]``. Plain JAX operations, so every derivative is JAX's own (gathers transpose to
-    scatter-adds; the tap indices are integers, so coordinates get gradients through the weights only, as in
-    PyTorch; nearest's weights are constants: a zero coordinate gradient). A tap of weight 0 contributes 0
-    even where the image holds inf or NaN (PyTorch's 0 * inf gives NaN there). Returns ``[..., C]`` in ``ctype``."""
+    images[batch, taps]`` (:func:`_combine_nd`). The tap indices are integers, so coordinates get gradients
+    through the weights only, as in PyTorch (nearest's weights are constants: a zero coordinate gradient); the
+    image gradient is the gathers' transpose, scatter-adds. A tap of weight 0 contributes 0 even where the image
+    holds inf or NaN (PyTorch's 0 * inf gives NaN there). Returns ``[..., C]`` in ``ctype``."""
     spatial = images.shape[1:-1]
     coords = coords.astype(_compute_dtype(coords.dtype))
     # Taps per spatial axis, in the image's axis order (z, y, x): coordinate component D - 1 - axis.
@@ -543,20 +626,14 @@ def _sample_nd(
         _axis_taps_nd(coords[..., len(spatial) - 1 - axis], size, mode, align_corners, padding_mode, ctype)
         for axis, size in enumerate(spatial)
     ]
-    batch = jnp.asarray(batch).astype(jnp.int32)
-    out = None
+    indices, weights = [], []
     for combination in itertools.product(*axes):
         weight = combination[0][1]
         for _, w in combination[1:]:
             weight = weight * w
-        value = images.at[(batch, *(index for index, _ in combination))].get(mode="promise_in_bounds")
-        # A tap of weight 0 still enters the coordinate derivative (d weight != 0 at an integer coordinate), so
-        # only a non-finite value there is dropped (no 0 * inf = NaN in the output or the gradients).
-        value = value.astype(ctype)
-        value = jnp.where((weight[..., None] != 0) | jnp.isfinite(value), value, jnp.zeros((), ctype))
-        term = weight[..., None] * value
-        out = term if out is None else out + term
-    return out
+        indices.append(tuple(index for index, _ in combination))
+        weights.append(weight)
+    return _combine_nd(images, jnp.asarray(batch).astype(jnp.int32), tuple(indices), tuple(weights))
 
 
 def _check_mode(mode: str, spatial_dims: int) -> None:
@@ -692,65 +769,76 @@ def interpolation_taps(
     coords: ArrayLike,
     size: int,
     *,
+    mode: InterpolationMode = "bilinear",
     align_corners: bool = False,
     padding_mode: PaddingMode = "zeros",
     dtype=jnp.float32,
 ) -> tuple[jax.Array, jax.Array]:
-    """The 1-D bilinear (linear) interpolation operator as two taps per sample.
+    """The 1-D interpolation operator of ``mode`` along one axis, as taps: 1 per sample (nearest), 2 (linear)
+    or 4 (cubic).
 
     Sample ``i`` (normalised coordinate ``coords[i]``) reads ``sum_t weights[i, t] * signal[indices[i, t]]``
-    from the ``size`` pixels of one axis, with the module's conventions. A tap outside the image (zero
-    padding) or of a non-finite coordinate has weight 0 and an index clamped into ``[0, size)``, so indexing
-    with ``indices`` never goes out of bounds. The sparse form of :func:`interpolation_matrix`; see
-    :func:`apply_taps`.
+    from the ``size`` pixels of one axis, with the module's conventions and :func:`sample`'s definition of each
+    mode along that axis (every mode is a tensor product of its 1-D taps, so two of these operators give
+    :func:`sample` on an axis-aligned grid). A tap outside the image (zero padding) or of a non-finite
+    coordinate has weight 0 and an index clamped into ``[0, size)``, so indexing with ``indices`` never goes
+    out of bounds; with border / reflection padding, bicubic taps are padded one by one, so two taps of a
+    sample may name the same pixel. The sparse form of :func:`interpolation_matrix`; see :func:`apply_taps`.
 
     Args:
       coords: ``[n]`` normalised coordinates along one axis.
       size: the number of pixels along that axis.
+      mode: ``"bilinear"`` (linear along the axis), ``"nearest"`` or ``"bicubic"`` (cubic convolution, A = -0.75).
       align_corners, padding_mode: see :func:`bilinear_sample`.
       dtype: the weights' dtype.
 
     Returns:
-      ``(indices [n, 2] int32, weights [n, 2])``; the weights of a sample inside the image sum to 1.
+      ``(indices [n, T] int32, weights [n, T])`` with ``T`` = 1, 2 or 4; the weights of a sample inside the
+      image sum to 1.
     """
     coords = _as_float_array(coords, "coords")
     if coords.ndim != 1:
         raise ValueError(f"coords must have rank 1 ([n]), got shape {coords.shape}.")
     if not isinstance(size, (int, np.integer)) or size < 1:
         raise ValueError(f"size must be a positive int, got {size!r}.")
+    _check_mode(mode, 1)
     _check_align_corners(align_corners)
     _check_padding_mode(padding_mode)
     coords = coords.astype(_compute_dtype(coords.dtype))
-    lower, upper, lower_weight, upper_weight = _axis_taps(coords, size, align_corners, padding_mode, coords.dtype)
-    indices = jnp.minimum(jnp.stack([lower, upper], axis=-1), jnp.uint32(size - 1)).astype(jnp.int32)
-    return indices, jnp.stack([lower_weight, upper_weight], axis=-1).astype(dtype)
+    taps = _axis_taps_nd(coords, size, mode, align_corners, padding_mode, coords.dtype)
+    indices = jnp.stack([index for index, _ in taps], axis=-1)
+    return indices, jnp.stack([weight for _, weight in taps], axis=-1).astype(dtype)
 
 
 def interpolation_matrix(
     coords: ArrayLike,
     size: int,
     *,
+    mode: InterpolationMode = "bilinear",
     align_corners: bool = False,
     padding_mode: PaddingMode = "zeros",
     dtype=jnp.float32,
 ) -> jax.Array:
-    """The 1-D bilinear (linear) interpolation operator as a dense matrix.
+    """The 1-D interpolation operator of ``mode`` (linear by default) as a dense matrix.
 
     Row ``i`` holds the weights with which sample ``i`` (normalised coordinate ``coords[i]``) reads the
-    ``size`` pixels of one axis, with the module's conventions. ``matrix @ signal`` linearly interpolates a
-    1-D signal; two of them sample an image on an axis-aligned grid (:func:`separable_sample`). The dense form
+    ``size`` pixels of one axis, with the module's conventions. ``matrix @ signal`` interpolates a 1-D
+    signal; two of them sample an image on an axis-aligned grid (:func:`separable_sample`). The dense form
     of :func:`interpolation_taps`.
 
     Args:
       coords: ``[n]`` normalised coordinates along one axis.
       size: the number of pixels along that axis.
+      mode: ``"bilinear"``, ``"nearest"`` or ``"bicubic"`` (see :func:`interpolation_taps`).
       align_corners, padding_mode: see :func:`bilinear_sample`.
       dtype: the matrix's dtype.
 
     Returns:
-      ``[n, size]`` matrix with at most two non-zeros per row, rows summing to 1 inside the image.
+      ``[n, size]`` matrix with at most 1 / 2 / 4 non-zeros per row, rows summing to 1 inside the image.
     """
-    taps = interpolation_taps(coords, size, align_corners=align_corners, padding_mode=padding_mode, dtype=dtype)
+    taps = interpolation_taps(
+        coords, size, mode=mode, align_corners=align_corners, padding_mode=padding_mode, dtype=dtype
+    )
     return taps_to_matrix(*taps, size)
 
 
@@ -767,20 +855,24 @@ def separable_sample(
     x: ArrayLike,
     y: ArrayLike,
     *,
+    mode: InterpolationMode = "bilinear",
     align_corners: bool = False,
     padding_mode: PaddingMode = "zeros",
 ) -> jax.Array:
     """Samples one image on the axis-aligned grid ``x`` (columns) times ``y`` (rows) with two matmuls.
 
-    Numerically the same as ``bilinear_sample(image, coords)`` with ``coords[i, j] = (x[j], y[i])``, but
+    Numerically the same as ``sample(image, coords, mode=mode)`` with ``coords[i, j] = (x[j], y[i])``, but
     computed as ``Ry @ image @ Rx^T`` with :func:`interpolation_matrix` operators, so no gather and no
     scatter: fast forward and backward on CPU, and it runs on the matrix units of TPUs and GPUs. Suited to
-    crops / zooms (the STN attention transform). :func:`apply_taps` does the same with gathers (the RAM retina).
+    crops / zooms (the STN attention transform) and resizes. :func:`apply_taps` does the same with gathers
+    (the RAM retina). Unlike :func:`sample`, an inf or NaN pixel spreads through the matmul to the whole
+    output row and column (``0 * inf``).
 
     Args:
       image: ``[H, W, C]`` floating image.
       x: ``[w]`` normalised x coordinates of the output columns.
       y: ``[h]`` normalised y coordinates of the output rows.
+      mode: ``"bilinear"``, ``"nearest"`` or ``"bicubic"``, as :func:`sample`.
       align_corners, padding_mode: see :func:`bilinear_sample`.
 
     Returns:
@@ -790,7 +882,7 @@ def separable_sample(
     _check_image(image)
     height, width, _ = image.shape
     ctype = _compute_dtype(image.dtype)
-    kwargs = dict(align_corners=align_corners, padding_mode=padding_mode, dtype=ctype)
+    kwargs = dict(mode=mode, align_corners=align_corners, padding_mode=padding_mode, dtype=ctype)
     rows = interpolation_matrix(y, height, **kwargs)  # [h, H]
     cols = interpolation_matrix(x, width, **kwargs)  # [w, W]
     return apply_interpolation(image, rows, cols)
