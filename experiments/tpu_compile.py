@@ -132,6 +132,11 @@ def compile_report(config, topology: str, *, name: str = "") -> dict[str, Any]:
     from visattn_jax.train import build_task, create_train_state, make_train_step, resolve_epochs
 
     mesh = tpu_mesh(topology)
+    if config.get("sensor_method") == "auto":  # the RAM retina a TPU host picks (this host's backend is the CPU)
+        from visattn_jax.ram import resolve_sensor_method
+
+        config = config.copy_and_resolve_references()
+        config.sensor_method = resolve_sensor_method("auto", backend="tpu")
     if config.batch_size % mesh.size:
         raise ValueError(f"batch_size={config.batch_size} must be divisible by the {mesh.size} devices of {topology}.")
     replicated = NamedSharding(mesh, PartitionSpec())
@@ -184,6 +189,7 @@ def compile_report(config, topology: str, *, name: str = "") -> dict[str, Any]:
         "global_batch": int(config.batch_size),
         "per_device_batch": int(config.batch_size // mesh.size),
         "dtype": config.get("dtype", "float32"),
+        **({"sensor_method": config.sensor_method} if "sensor_method" in config else {}),
         "flops_per_example": flops_per_example,
         "multiply_adds_per_example": macs,
         "flops_over_6_macs": flops_per_example / (6 * macs) if macs else None,
@@ -233,6 +239,41 @@ def print_report(report: dict[str, Any]) -> None:
     ]  # fmt: skip
     for label, text in rows:
         print(f"  {label:<28}{text}")
+
+
+def markdown_table(folder: str | Path) -> str:
+    """The README's table of the reports (``*.json``, one per cell, as ``experiments/tpu_table.sh`` keeps them) in
+    ``folder``: per-chip memory of the training step, whether it fits the chip's HBM, flops per example against
+    6 x the forward multiply-adds and the collectives; a failed compile is a row with its error. "Largest batch"
+    is an estimate, not a compile: the per-chip batch that fills the HBM if the temporaries grow in proportion
+    to the batch and the arguments (state, training data) stay as they are."""
+    rows = [
+        "| config | global batch (per chip), dtype | training step per chip: total (temporaries) | fits | "
+        "largest batch per chip (estimate) | GFLOP per example (x 6 MACs) | all-reduce / all-gather | compile s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for path in sorted(Path(folder).glob("*.json")):
+        try:
+            r = json.loads(path.read_text())
+        except json.JSONDecodeError:  # empty: tpu_table.sh kept no JSON line
+            r = {"config": path.stem, "error": "no report (the compile was cut off)"}
+        if "cases" in r:  # experiments/tpu_sampler.py's report, kept in the same folder
+            continue
+        if not r.get("topology") or "error" in r:
+            rows.append(
+                f"| {r.get('config', path.stem)} | - | {r.get('error', 'no report')[:120]} | - | - | - | - | - |"
+            )
+            continue
+        b, c = r["bytes_per_device"], r["collectives"]
+        room = r["hbm_per_device"] - (b["total"] - b["temp"])
+        largest = f"{int(r['per_device_batch'] * room / b['temp']):,}" if b["temp"] > 0 else "-"
+        rows.append(
+            f"| {r['config']} | {r['global_batch']} ({r['per_device_batch']}), {r['dtype']} | "
+            f"{b['total'] / 2**30:.2f} GiB ({b['temp'] / 2**30:.2f}) | {'yes' if r['fits'] else 'no'} | {largest} | "
+            f"{r['flops_per_example'] / 1e9:.3g} ({r['flops_over_6_macs']:.2f}) | "
+            f"{c['all-reduce']} / {c['all-gather']} | {r['compile_seconds']:.0f} |"
+        )
+    return "\n".join(rows)
 
 
 def _define_flags() -> dict[str, Any]:

@@ -10,12 +10,15 @@ shift
 defaults=(
   stn_mnist.py:st_cnn,affine,RTS,paper
   ram_mnist.py:cluttered60,ram,8,paper
+  ram_mnist.py:cluttered100,ram,8,paper
   cifar.py:resnet110,paper
   cifar.py:se_resnet110,paper
   residual_attention.py:attention92,arl,paper
   imagenet.py:resnet50@256@bfloat16
   imagenet.py:seresnet50@256@bfloat16
+  imagenet.py:legacy_senet154@256@bfloat16
   imagenet.py:attention56@256@bfloat16
+  imagenet.py:attention92@256@bfloat16
 )
 cells=("$@")
 [ ${#cells[@]} -gt 0 ] || cells=("${defaults[@]}")
@@ -34,4 +37,6 @@ for item in "${cells[@]}"; do
   grep -v '^{' "$out/$name.txt"
   echo "  ($(( $(date +%s) - start )) s wall-clock)"
 done
+# The README's table of every report in the folder.
+.venv/bin/python -c "from experiments.tpu_compile import markdown_table; print(markdown_table('$out'))"
 exit $status

@@ -21,7 +21,7 @@ def test_peak_bandwidth_by_device_kind():
 def test_accelerator_benchmark_smoke(capsys, tmp_path):
     out_file = tmp_path / "accelerator.json"
     with jax.numpy_dtype_promotion("standard"):  # optax's Adam mixes Python floats and int32 counts
-        accelerator.main(["--small", "--repeats", "1", "--out", str(out_file)])
+        accelerator.main(["--small", "--repeats", "1", "--out", str(out_file), "--workdir", str(tmp_path / "runs")])
     out = capsys.readouterr().out
     for row in (
         "grid_sample (gather)",
@@ -29,11 +29,16 @@ def test_accelerator_benchmark_smoke(capsys, tmp_path):
         "ST-CNN loop step",
         "RAM loop step",
         "RAM bare step (matmul",
+        "se_resnet20",
     ):
         assert row in out
     result = json.loads(out_file.read_text())
-    assert set(result["tables"]) == {"sampler", "training_ms"}
+    assert set(result["tables"]) == {"sampler", "training_ms", "cifar"}
     assert all(ms > 0 for ms in result["tables"]["training_ms"].values())
+    for net in ("resnet20", "se_resnet20"):
+        row = result["tables"]["cifar"][net]
+        assert row["steps"] == 2 and 0 <= row["test_error_percent"] <= 100
+        assert (tmp_path / "runs" / f"{net}_short0.25" / "summary.json").exists()
     assert result["provenance"]["jax"] == jax.__version__
 
 

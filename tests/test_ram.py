@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -73,7 +74,7 @@ def test_gather_and_matmul_retinas_agree(antialias):
     for location in ([0.0, 0.0], [-1.0, 1.0], [0.73, -0.21], [1.4, -2.0], [np.nan, 0.5]):
         kwargs = dict(size=6, num_scales=3, antialias=antialias)
         location = jnp.asarray(location, jnp.float32)
-        gather = ram.glimpse_sensor(image, location, **kwargs)
+        gather = ram.glimpse_sensor(image, location, method="gather", **kwargs)
         matmul = ram.glimpse_sensor(image, location, method="matmul", **kwargs)
         assert gather.shape == (3, 6, 6, 2)
         np.testing.assert_allclose(np.asarray(gather), np.asarray(matmul), atol=1e-6)
@@ -89,8 +90,41 @@ def test_batched_jitted_glimpses_equal_a_python_loop(method):
         np.testing.assert_allclose(np.asarray(batched[i]), np.asarray(sensor(images[i], locations[i])), atol=1e-6)
 
 
+def _primitives(fn, *args) -> set[str]:
+    """The primitive names in ``fn``'s jaxpr, sub-jaxprs (pjit, custom rules) included."""
+    names = set()
+
+    def visit(jaxpr):
+        for eqn in jaxpr.eqns:
+            names.add(eqn.primitive.name)
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                visit(sub)
+
+    visit(jax.make_jaxpr(fn)(*args).jaxpr)
+    return names
+
+
+def test_auto_retina_is_the_matmul_form_on_tpu_and_gathers_elsewhere(monkeypatch):
+    """The static choice from the backend (the TPU cost data is in resolve_sensor_method's docstring)."""
+    image, location = _image(20, 20, 1, seed=5), jnp.array([0.2, -0.1])
+    # A new function for each trace: make_jaxpr caches traces by function (and the choice is made while tracing).
+    sensor = lambda: lambda im, loc: ram.glimpse_sensor(im, loc, size=4, num_scales=2)  # noqa: E731
+    assert jax.default_backend() == "cpu"
+    assert ram.resolve_sensor_method("auto") == "gather" and "gather" in _primitives(sensor(), image, location)
+    assert ram.resolve_sensor_method("auto", backend="tpu") == "matmul"
+    assert ram.resolve_sensor_method("gather", backend="tpu") == "gather"  # an explicit method is kept
+    monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
+    assert ram.resolve_sensor_method("auto") == "matmul"
+    assert "gather" not in _primitives(sensor(), image, location)
+    np.testing.assert_allclose(
+        np.asarray(sensor()(image, location)),
+        np.asarray(ram.glimpse_sensor(image, location, size=4, num_scales=2, method="gather")),
+        atol=1e-6,
+    )
+
+
 def test_glimpse_bad_input():
-    with pytest.raises(ValueError, match=r"method must be 'gather' or 'matmul'"):
+    with pytest.raises(ValueError, match=r"method must be one of \['auto', 'gather', 'matmul'\], got 'conv'"):
         ram.glimpse_sensor(_image(), jnp.zeros(2), size=4, num_scales=1, method="conv")
     with pytest.raises(ValueError, match=r"location must be \[2\]"):
         ram.glimpse_sensor(_image(), jnp.zeros((3, 2)), size=4, num_scales=1)

@@ -45,6 +45,45 @@ def test_output_shape_and_gradients_reach_the_regression_layer():
     assert float(jnp.abs(grads["params"]["regression"]["kernel"]).sum()) > 0
 
 
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_separable_attention_sampler_equals_grid_sample(align_corners, monkeypatch):
+    """The attention transform's crop as two matmuls (the "auto" choice on TPU): the same output and parameter
+    gradients as grid_sample's gathers, away from the identity (a zoom and a shift), and no gather in the jaxpr."""
+    x = _images(n=3, size=30, seed=2)
+
+    def module(sampler):
+        return stn.SpatialTransformer(
+            localization=stn.FCLocalization(), transform="attention", output_shape=(12, 14),
+            align_corners=align_corners, sampler=sampler,
+        )  # fmt: skip
+
+    params = jax.tree_util.tree_map(np.asarray, module("grid_sample").init(jax.random.PRNGKey(0), x))
+    regression = params["params"]["regression"]
+    regression["bias"] = np.array([0.55, 0.2, -0.15], np.float32)  # zoom in, shift
+    regression["kernel"] = 0.01 * np.random.default_rng(1).standard_normal(regression["kernel"].shape, np.float32)
+    loss = lambda p, m: jnp.sum(m.apply(p, x) * np.linspace(-1, 1, 14)[None, None, :, None])  # noqa: E731
+    reference = module("grid_sample").apply(params, x)
+    np.testing.assert_allclose(module("separable").apply(params, x), reference, atol=2e-6)
+    g_sep = jax.grad(loss)(params, module("separable"))
+    g_ref = jax.grad(loss)(params, module("grid_sample"))
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-5), g_sep, g_ref)
+    assert stn.resolve_sampler("auto", "attention") == "grid_sample"  # this CPU
+    assert stn.resolve_sampler("auto", "attention", backend="tpu") == "separable"
+    assert stn.resolve_sampler("auto", "affine", backend="tpu") == "grid_sample"
+    monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
+    jaxpr = str(jax.make_jaxpr(lambda p: module("auto").apply(p, x))(params))
+    assert "gather" not in jaxpr and "dot_general" in jaxpr
+
+
+def test_sampler_choice_errors():
+    with pytest.raises(ValueError, match=r"sampler must be one of \['auto', 'grid_sample', 'separable'\]"):
+        stn.resolve_sampler("matmul", "affine")
+    with pytest.raises(ValueError, match=r"axis-aligned grids only \(transform='attention'\), not 'affine'"):
+        stn.SpatialTransformer(localization=stn.FCLocalization(), sampler="separable").init(
+            jax.random.PRNGKey(0), _images()
+        )
+
+
 @pytest.mark.parametrize("model", ["cnn", "fcn", "st_cnn", "st_fcn"])
 @pytest.mark.parametrize("size,st_out", [(28, None), (42, 21), (60, 30)])
 def test_classifiers_build_and_have_comparable_sizes(model, size, st_out):

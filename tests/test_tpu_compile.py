@@ -68,6 +68,8 @@ def test_stn_classifier_step_compiles_for_v5e():
 )
 def test_each_family_compiles_for_v5e(module, cell, fields):
     report = tpu_compile.compile_report(_config(module, cell, **fields), "v5e:2x2", name=cell)
+    if module == "ram_mnist":  # the config's "auto" retina, resolved for TPU as a TPU host resolves it
+        assert report["sensor_method"] == "matmul"
     # Against every-tap multiply-adds: RAM's forward is mostly its retina's gathers (flops without
     # multiply-adds), and a quarter of ST-CNN's 9x9 / 7x7 taps on 21x21 / 10x10 maps fall into the padding, which
     # XLA does not count (measured 0.74): only the CIFAR networks are held to 15% there.
@@ -85,6 +87,48 @@ FLOPS_TOLERANCE = {"ram_mnist": 10.0, "stn_mnist": 0.3}
 # which the partitioner cannot split by image, so it gathers the feature maps to every chip (issue 18: to be
 # replaced by per-image gathers on TPU); not pinned here.
 ALL_GATHERS = {"stn_mnist": None, "ram_mnist": 0, "cifar": 0, "residual_attention": 0}
+
+
+def test_sampler_report_shows_gathers_only_in_the_gather_formulations():
+    """experiments/tpu_sampler.py on tiny sizes: the matmul formulations compile to no gather and no scatter, the
+    gather ones to gathers (and, with the gradient, scatter-adds); XLA's costs are reported for each."""
+    from experiments import tpu_sampler
+    from experiments.benchmarks.sampler import Size
+
+    report = tpu_sampler.sampler_report(
+        "v5e:2x2", sizes=(Size("t", 8, 12, 10, 2, 6, 5),), retinas=(("tiny", 16, 4, 2),), retina_batch=8
+    )
+    (crop, crop_rows), (retina, retina_rows) = report.items()
+    assert crop.startswith("(t) crop, N=8, 12x10x2") and retina.startswith("RAM retina tiny, N=8")
+    for rows, gathers, matmuls in (
+        (crop_rows, "grid_sample (gathers)", "separable_sample (matmuls)"),
+        (retina_rows, "glimpse_sensor method='gather'", "glimpse_sensor method='matmul'"),
+    ):
+        assert rows[gathers]["forward"]["ops"]["gather"] > 0
+        assert rows[gathers]["forward+backward"]["ops"]["scatter"] > 0
+        for part in ("forward", "forward+backward"):
+            assert rows[matmuls][part]["ops"]["gather"] == rows[matmuls][part]["ops"]["scatter"] == 0
+            assert rows[matmuls][part]["flops"] > 0 and rows[gathers][part]["bytes_accessed"] > 0
+
+
+def test_readme_table_rows_from_the_reports(tmp_path):
+    report = {
+        "config": "cifar.py:resnet20,short40", "topology": "v5e:2x2", "global_batch": 128, "per_device_batch": 32,
+        "dtype": "float32", "bytes_per_device": {"total": 2**30, "temp": 2**29}, "hbm_per_device": 16 * 2**30,
+        "fits": True, "flops_per_example": 2.4e8, "flops_over_6_macs": 0.98,
+        "collectives": {"all-reduce": 1, "all-gather": 0}, "compile_seconds": 41.2,
+    }  # fmt: skip
+    (tmp_path / "a.json").write_text(json.dumps(report))
+    (tmp_path / "b.json").write_text(json.dumps({"config": "x.py:y", "topology": "v5e:2x2", "error": "no fit"}))
+    (tmp_path / "c.json").write_text("")  # a compile cut off before its JSON line
+    (tmp_path / "sampler.json").write_text(json.dumps({"cases": {}}))  # tpu_sampler's report: not a row
+    rows = tpu_compile.markdown_table(tmp_path).splitlines()
+    assert len(rows) == 5
+    # 0.5 GiB of arguments and outputs leave 15.5 GiB; 0.5 GiB of temporaries per 32 examples -> 992.
+    assert rows[2] == (
+        "| cifar.py:resnet20,short40 | 128 (32), float32 | 1.00 GiB (0.50) | yes | 992 | 0.24 (0.98) | 1 / 0 | 41 |"
+    )
+    assert "no fit" in rows[3] and "cut off" in rows[4]
 
 
 def test_errors_name_the_problem():

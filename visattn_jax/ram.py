@@ -55,6 +55,26 @@ def _retina_taps(
     return jnp.pad(indices, pad), jnp.pad(weights, pad)
 
 
+#: The retina's formulations; ``"auto"`` is :func:`resolve_sensor_method`'s choice for the backend.
+SENSOR_METHODS = ("auto", "gather", "matmul")
+
+
+def resolve_sensor_method(method: str, backend: str | None = None) -> str:
+    """``"gather"`` or ``"matmul"`` for ``method``: ``"auto"`` is ``"matmul"`` on TPU and ``"gather"`` elsewhere
+    (``backend``: the platform the retina is compiled for, default ``jax.default_backend()``).
+
+    Why (``python -m experiments.tpu_sampler``, v5e, batch 256 over 4 chips, the README's TPU section): XLA's TPU
+    cost model charges the gather retina 236 MB of memory traffic per chip for a cluttered-60 glimpse (3 scales
+    of 12x12) and the matmul retina 30 MB (forward; with the gradient 320 against 61 MB), for 21 MFLOP of
+    matmuls that a TPU's matrix unit does in about a microsecond. On CPUs the gathers read only the pixels
+    they need and are the faster form (experiments/README.md, RAM throughput)."""
+    if method not in SENSOR_METHODS:
+        raise ValueError(f"method must be one of {list(SENSOR_METHODS)}, got {method!r}.")
+    if method != "auto":
+        return method
+    return "matmul" if (backend or jax.default_backend()) == "tpu" else "gather"
+
+
 def glimpse_sensor(
     image: ArrayLike,
     location: ArrayLike,
@@ -62,7 +82,7 @@ def glimpse_sensor(
     size: int,
     num_scales: int,
     antialias: bool = False,
-    method: str = "gather",
+    method: str = "auto",
 ) -> jax.Array:
     """The RAM retina: ``num_scales`` square patches centred at ``location``, each read at ``size x size``.
 
@@ -72,7 +92,8 @@ def glimpse_sensor(
     (no aliasing on the coarse scales). Outside the image reads zero. Separable: each scale is a row pass and a
     column pass over sparse interpolation taps (:func:`visattn_jax.sampling.apply_taps`, reads only the pixels
     the taps name: fastest on CPU and GPU), or over the equivalent dense matrices (``method="matmul"``, two
-    small matmuls per scale: for matrix units such as TPUs').
+    small matmuls per scale: for matrix units such as TPUs'); ``"auto"`` (the default) picks the matmuls on TPU
+    and the gathers elsewhere (:func:`resolve_sensor_method`).
 
     Args:
       image: ``[H, W, C]``.
@@ -80,7 +101,7 @@ def glimpse_sensor(
       size: ``g``, the side of every patch after resampling.
       num_scales: ``k``, the number of patches.
       antialias: area-average the coarse scales.
-      method: ``"gather"`` or ``"matmul"``; the same numbers up to float rounding.
+      method: ``"auto"``, ``"gather"`` or ``"matmul"``; the same numbers up to float rounding.
 
     Returns:
       ``[num_scales, size, size, C]``.
@@ -93,8 +114,7 @@ def glimpse_sensor(
         raise ValueError(f"location must be [2] (x, y) (vmap for a batch), got shape {location.shape}.")
     if size < 1 or num_scales < 1:
         raise ValueError(f"size and num_scales must be positive, got {size} and {num_scales}.")
-    if method not in ("gather", "matmul"):
-        raise ValueError(f"method must be 'gather' or 'matmul', got {method!r}.")
+    method = resolve_sensor_method(method)
     height, width = image.shape[:2]
     num_taps = 2**num_scales if antialias else 2
     scales = [2**k for k in range(num_scales)]
@@ -181,7 +201,8 @@ class RAM(nn.Module):
       core: ``"rnn"`` (the paper's ReLU RNN) or ``"lstm"``.
       location_std: the fixed std of the Gaussian location policy.
       random_locations: glimpse at uniformly random places (the paper's "random glimpses" baseline).
-      sensor_method: the retina's ``method`` (:func:`glimpse_sensor`): ``"gather"``, or ``"matmul"`` for TPUs.
+      sensor_method: the retina's ``method`` (:func:`glimpse_sensor`): ``"auto"`` (matmuls on TPU, gathers
+        elsewhere), ``"gather"`` or ``"matmul"``.
 
     ``__call__(images [N, H, W, C], key)`` returns a dict: ``logits [N, classes]``, ``log_probs [N, T - 1]``
     and ``baselines [N, T - 1]`` for the locations the episode used after the first, ``locations [N, T, 2]``
@@ -197,7 +218,7 @@ class RAM(nn.Module):
     core: str = "rnn"
     location_std: float = 0.15
     random_locations: bool = False
-    sensor_method: str = "gather"
+    sensor_method: str = "auto"
 
     @nn.compact
     def __call__(self, images: jax.Array, key: jax.Array) -> dict[str, jax.Array]:

@@ -13,8 +13,14 @@ Prints, for the device JAX finds first:
 - the loop's ST-CNN (affine, RTS 42x42 -> 21x21) and RAM (6 glimpses, 3 scales, 60x60) training steps (the
   configs of ``stn_train`` / ``ram_train``, data generated on device) and RAM's bare step with each retina, at
   the given batch, in images/s.
-``--small`` runs tiny sizes (a smoke test for CPUs; the tests run it). The tables are also written as JSON
-(``--out``, default ``experiments/results/benchmarks/accelerator.json``).
+- one CIFAR-10 training run each of ResNet-20 and SE-ResNet-20 (``cifar.py:<net>,short<N>``, the CIFAR budget of
+  experiments/README.md compressed to ``--cifar_epochs`` epochs; 10 by default, sized for about 8 minutes on an
+  H100-class GPU together): the loop's images/s and the test error reached on the 10,000 test images, with
+  each run's ``summary.json`` in ``--workdir``. The data come through TFDS (or the verified offline copy, see
+  ``visattn_jax.data.cifar``); ``--cifar_epochs 0`` skips them.
+``--small`` runs tiny sizes (a smoke test for CPUs; the tests run it; the CIFAR runs then train 2 steps on TFDS's
+mock data). The tables are also written as JSON (``--out``, default
+``experiments/results/benchmarks/accelerator.json``).
 """
 
 from __future__ import annotations
@@ -118,11 +124,54 @@ def training_rows(batch: int, repeats: int) -> dict[str, float]:
     return {name: round(seconds * 1e3, 4) for name, seconds in rows.items()}
 
 
+def cifar_rows(epochs: float, workdir: str, small: bool) -> dict[str, dict[str, float]]:
+    """Trains ResNet-20 and SE-ResNet-20 on CIFAR-10 at the short budget of ``epochs`` epochs (``small``: 2 steps
+    on TFDS mock data) and returns each run's images/s, test error and wall time."""
+    import contextlib
+    from pathlib import Path
+
+    from experiments.configs import cifar
+    from visattn_jax.train.experiment import train_and_evaluate
+
+    if small:  # 64 mock images in batches of 8: a quarter epoch is 2 steps
+        epochs = 0.25
+    rows = {}
+    for net in ("resnet20", "se_resnet20"):
+        # small: TFDS's mock data stand in for CIFAR-100 (CIFAR-10 would read the offline copy when there is one)
+        config = cifar.get_config(f"{net},short{epochs:g}" + (",cifar100" if small else ""))
+        config.progress = False
+        config.figure = False
+        context = contextlib.nullcontext()
+        if small:
+            import tensorflow_datasets as tfds
+
+            config.batch_size, config.eval_every, config.checkpoint_every, config.test_limit = 8, 0, 0, 64
+            context = tfds.testing.mock_data(num_examples=64)
+        with context:
+            summary = train_and_evaluate(config, Path(workdir) / f"{net}_short{epochs:g}")
+        rows[net] = {
+            "epochs": epochs,
+            "steps": summary["steps"],
+            "train_images_per_second": summary["train_images_per_second"],
+            "test_error_percent": round(summary["final"]["error_percent"], 2),
+            "wall_seconds": summary.get("wall_seconds"),
+        }
+    print(f"\nCIFAR-10 at the short budget, {epochs:g} epochs:" if not small else "\nCIFAR (mock data, 2 steps):")
+    for net, row in rows.items():
+        print(
+            f"  {net:<14}{row['train_images_per_second'] or 0:>11,.0f} images/s   test error "
+            f"{row['test_error_percent']:.2f}% after {row['steps']} steps"
+        )
+    return rows
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--batch_size", type=int, default=256, help="of the ST-CNN and RAM training steps")
     parser.add_argument("--small", action="store_true", help="tiny sizes: a smoke test on a CPU")
+    parser.add_argument("--cifar_epochs", type=float, default=10, help="CIFAR runs' epochs (0: no CIFAR runs)")
+    parser.add_argument("--workdir", default="runs/accelerator", help="where the CIFAR runs write their results")
     add_output_argument(parser, "accelerator")
     args = parser.parse_args(argv)
     device = jax.devices()[0]
@@ -132,7 +181,10 @@ def main(argv=None) -> None:
     sampler = sampler_rows(SMALL_SIZES if args.small else ACCELERATOR_SIZES, args.repeats, peak)
     batch = 8 if args.small else args.batch_size
     training = training_rows(batch, args.repeats)
-    write_result(args.out, {"sampler": sampler, "training_ms": training}, batch_size=batch, small=args.small)
+    tables = {"sampler": sampler, "training_ms": training}
+    if args.cifar_epochs > 0:
+        tables["cifar"] = cifar_rows(args.cifar_epochs, args.workdir, args.small)
+    write_result(args.out, tables, batch_size=batch, small=args.small)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ def get_config(arg: str = "translated60,ram,6,cpu") -> ml_collections.ConfigDict
     config.antialias = False
     config.core = "rnn"
     config.location_std = 0.15
-    config.sensor_method = "gather"  # "matmul" on TPUs (see visattn_jax.ram.glimpse_sensor)
+    config.sensor_method = "auto"  # matmuls on TPU, gathers elsewhere (visattn_jax.ram.resolve_sensor_method)
 
     set_budget(
         config,

@@ -95,7 +95,7 @@ def _ram_model(config, input_size: int):
             core=config.core,
             location_std=config.location_std,
             random_locations=config.model == "ram_random",
-            sensor_method=config.get("sensor_method", "gather"),
+            sensor_method=config.get("sensor_method", "auto"),
         )
         return model, ram_objective, _ram_figure
     if config.model == "fc":
