@@ -380,6 +380,17 @@ def test_imagenet_configs_build():
         imagenet.get_config("resnet50,x")
 
 
+def test_every_imagenet_network_builds_from_its_config():
+    """The config's model overrides are fields of every ImageNet network (Attention-56 / -92 once failed here:
+    the ResNets' zero_init_last is not a field of the Residual Attention networks)."""
+    from visattn_jax.models import create_model, input_size, list_models
+
+    for name in (n for n in list_models() if input_size(n) == 224):
+        config = imagenet.get_config(name)
+        create_model(config.model, **config.model_overrides)  # raises ValueError on a bad override
+        assert config.model_overrides.get("zero_init_last", False) == (not name.startswith("attention")), name
+
+
 # ----------------------------------------------------------------------------------------------------------
 # ImageNet host pipeline (TFDS mock data)
 

@@ -39,16 +39,22 @@ def get_config(arg: str = "resnet50,1") -> ml_collections.ConfigDict:
         raise ValueError(f"K must be a positive integer, got {parts[1]!r}") from None
     if k < 1:
         raise ValueError(f"K must be a positive integer, got {k}")
-    from visattn_jax.models import input_size, list_models
+    import dataclasses
+
+    from visattn_jax.models import create_model, input_size, list_models
 
     if model not in list_models() or input_size(model) != 224:
         raise ValueError(f"MODEL must be an ImageNet network of visattn_jax.models, got {model!r}")
+    # Goyal et al.'s zero-initialised last BN of each residual unit, for the networks that have the field (the
+    # ResNet family; the Residual Attention networks have no such option).
+    fields = {field.name for field in dataclasses.fields(type(create_model(model)))}
+    overrides = {"zero_init_last": True} if "zero_init_last" in fields else {}
     config = base_config("image", f"{model}_imagenet_k{k}")
     config.dataset = "imagenet2012"
     config.num_classes = 1000
     config.model = model
     config.dtype = "float32"
-    config.model_overrides = ml_collections.ConfigDict({"zero_init_last": True})
+    config.model_overrides = ml_collections.ConfigDict(overrides)
     config.image_size = 224
     config.mean = (0.485, 0.456, 0.406)
     config.std = (0.229, 0.224, 0.225)
