@@ -181,9 +181,12 @@ def compile_report(config, topology: str, *, name: str = "") -> dict[str, Any]:
     eval_memory = _memory(evaluate)
     eval_cost = _cost(evaluate)
     forward_flops = eval_cost["flops"] * (mesh.size if eval_sharding is data_sharding else 1) / eval_size
+    from visattn_jax.train.loop import provenance
+
     return {
         "config": name or config.get("name", ""),
         "topology": topology,
+        "provenance": provenance(),
         "devices": int(mesh.size),
         "device_kind": device.device_kind,
         "global_batch": int(config.batch_size),
@@ -266,7 +269,9 @@ def markdown_table(folder: str | Path) -> str:
             continue
         b, c = r["bytes_per_device"], r["collectives"]
         room = r["hbm_per_device"] - (b["total"] - b["temp"])
-        largest = f"{int(r['per_device_batch'] * room / b['temp']):,}" if b["temp"] > 0 else "-"
+        largest = r["per_device_batch"] * room / b["temp"] if b["temp"] > 0 else float("inf")
+        # Past 10,000 the temporaries are too small for a linear estimate to mean anything.
+        largest = f"{int(largest):,}" if largest <= 10_000 else "> 10,000"
         rows.append(
             f"| {r['config']} | {r['global_batch']} ({r['per_device_batch']}), {r['dtype']} | "
             f"{b['total'] / 2**30:.2f} GiB ({b['temp'] / 2**30:.2f}) | {'yes' if r['fits'] else 'no'} | {largest} | "
