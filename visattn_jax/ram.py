@@ -66,8 +66,8 @@ def resolve_sensor_method(method: str, backend: str | None = None) -> str:
     Why (``python -m experiments.tpu_sampler``, v5e, batch 256 over 4 chips, the README's TPU section): XLA's TPU
     cost model charges the gather retina 236 MB of memory traffic per chip for one cluttered-60 glimpse of its
     64 images (3 scales of 12x12) and the matmul retina 30 MB (forward; with the gradient 320 against 61 MB),
-    for 21 MFLOP of matmuls that a TPU's matrix unit does in about a microsecond at its peak rate. On CPUs the gathers read only the pixels
-    they need and are the faster form (experiments/README.md, RAM throughput)."""
+    for 21 MFLOP of matmuls that a TPU's matrix unit does in about a microsecond at its peak rate. On CPUs the
+    gathers read only the pixels they need and are the faster form (experiments/README.md, RAM throughput)."""
     if method not in SENSOR_METHODS:
         raise ValueError(f"method must be one of {list(SENSOR_METHODS)}, got {method!r}.")
     if method != "auto":

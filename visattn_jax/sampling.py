@@ -286,18 +286,17 @@ def _linear_in_weights(wy: tuple, wx: tuple, taps) -> jax.Array:
     return sum((wy[a] * wx[b])[..., None] * taps[a][b] for a in range(2) for b in range(2))
 
 
+def _finite_unless_used(used: jax.Array, value: jax.Array) -> jax.Array:
+    """``value [..., C]`` with a non-finite entry read as 0 where the tap is not ``used`` (``[...]``: its weight
+    is 0). Such a tap still enters the coordinate derivative at an integer coordinate (its weight's derivative is
+    not 0), so only a non-finite value is dropped there, not the tap. For the derivatives only: the test of the
+    value splits XLA:CPU's fused gather loop (see :func:`_weighted`)."""
+    return jnp.where(used[..., None] | jnp.isfinite(value), value, jnp.zeros((), value.dtype))
+
+
 def _finite_where_unused(taps, wy: tuple, wx: tuple) -> list[list[jax.Array]]:
-    """The taps with a non-finite value under a zero weight read as 0. A tap of weight 0 still enters the
-    coordinate derivative at an integer coordinate (its weight's derivative is not 0), so only a non-finite
-    value is dropped there, not the tap, as in :func:`_sample_nd`."""
-    zero = jnp.zeros((), taps[0][0].dtype)
-    return [
-        [
-            jnp.where(((wy[a] != 0) & (wx[b] != 0))[..., None] | jnp.isfinite(taps[a][b]), taps[a][b], zero)
-            for b in range(2)
-        ]
-        for a in range(2)
-    ]
+    """The 2 x 2 taps through :func:`_finite_unless_used` (a tap is used where both its weights are non-zero)."""
+    return [[_finite_unless_used((wy[a] != 0) & (wx[b] != 0), taps[a][b]) for b in range(2)] for a in range(2)]
 
 
 def _tangent_of_image(d_images: jax.Array, batch, rows: tuple, cols: tuple, wy: tuple, wx: tuple) -> jax.Array:
@@ -601,10 +600,7 @@ def _combine_nd_jvp(primals, tangents):
     if (d_weights := _instantiate_pair(d_weights, weights)) is None:
         out = sum(_weighted(w, v) for w, v in zip(weights, values, strict=True))
     else:
-        zero = jnp.zeros((), dtype)
-        values = [
-            jnp.where((w != 0)[..., None] | jnp.isfinite(v), v, zero) for w, v in zip(weights, values, strict=True)
-        ]
+        values = [_finite_unless_used(w != 0, v) for w, v in zip(weights, values, strict=True)]
         out = sum(w[..., None] * v for w, v in zip(weights, values, strict=True))
         terms.append(sum(d[..., None] * v for d, v in zip(d_weights, values, strict=True)))
     return out, sum(terms) if terms else jnp.zeros_like(out)
