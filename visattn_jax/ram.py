@@ -59,7 +59,7 @@ def _retina_taps(
 SENSOR_METHODS = ("auto", "gather", "matmul")
 
 
-def resolve_sensor_method(method: str, backend: str | None = None) -> str:
+def resolve_sensor_method(method: str, *, backend: str | None = None) -> str:
     """``"gather"`` or ``"matmul"`` for ``method``: ``"auto"`` is ``"matmul"`` on TPU and ``"gather"`` elsewhere
     (``backend``: the platform the retina is compiled for, default ``jax.default_backend()``).
 

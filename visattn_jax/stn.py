@@ -28,7 +28,7 @@ from visattn_jax.sampling import grid_sample, separable_sample
 SAMPLERS = ("auto", "grid_sample", "separable")
 
 
-def resolve_sampler(sampler: str, transform: str, backend: str | None = None) -> str:
+def resolve_sampler(sampler: str, transform: str, *, backend: str | None = None) -> str:
     """``"grid_sample"`` or ``"separable"`` for a transformer's ``sampler`` setting: ``"auto"`` is
     ``"separable"`` for the attention transform on TPU (``backend``, default ``jax.default_backend()``) and
     ``"grid_sample"`` otherwise.
