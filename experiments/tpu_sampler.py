@@ -51,16 +51,6 @@ def op_counts(hlo: str) -> dict[str, int]:
     return {name: len(re.findall(rf"\s{name}\(", hlo)) for name in OPS}
 
 
-def crop_axes(n: int, out_h: int, out_w: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """``x [n, out_w]`` and ``y [n, out_h]``: normalised coordinates of an axis-aligned crop of each of ``n``
-    images (centre in ``[-0.3, 0.3]^2``, half-width in ``[0.5, 1]``), the attention transform's grids."""
-    rng = np.random.default_rng(seed)
-    centre, half = rng.uniform(-0.3, 0.3, (n, 2)), rng.uniform(0.5, 1.0, (n, 1))
-    xs = centre[:, :1] + half * np.linspace(-1, 1, out_w)[None]
-    ys = centre[:, 1:] + half * np.linspace(-1, 1, out_h)[None]
-    return xs.astype(np.float32), ys.astype(np.float32)
-
-
 def _crop_grid(xs, ys):
     """The 2-D grid ``[n, h, w, 2]`` of the crops ``xs [n, w]``, ``ys [n, h]`` (``grid[k, i, j] = (x[k, j], y[k, i])``)."""
     x = jnp.broadcast_to(xs[:, None, :], (xs.shape[0], ys.shape[1], xs.shape[1]))

@@ -37,7 +37,7 @@ def test_accelerator_benchmark_smoke(capsys, tmp_path):
     assert all(ms > 0 for ms in result["tables"]["training_ms"].values())
     for net in ("resnet20", "se_resnet20"):
         row = result["tables"]["cifar"][net]
-        assert row["steps"] == 2 and 0 <= row["test_error_percent"] <= 100
+        assert row["steps"] == 2 and 0 <= row["test_error_percent"] <= 100 and row["wall_seconds"] > 0
         assert (tmp_path / "runs" / f"{net}_short0.25" / "summary.json").exists()
     assert result["provenance"]["jax"] == jax.__version__
 
