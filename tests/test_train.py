@@ -288,6 +288,41 @@ def test_resume_logs_each_step_once_and_keeps_the_history(tmp_path):
     assert [h["step"] for h in summary["history"]] == [1, 2, 3, 4]  # the first run's evaluations kept
 
 
+def _tensorboard_points(workdir, tag):
+    """(step, value) of every scalar ``tag`` in the work folder's event files, read as TensorBoard reads them
+    (TFRecord framing: length, its CRC, the Event proto, its CRC)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    points = []
+    for path in sorted((workdir / "tensorboard").glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        offset = 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset : offset + 8])
+            event = event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length])
+            offset += 12 + length + 4
+            points += [(event.step, value.simple_value) for value in event.summary.value if value.tag == tag]
+    return points
+
+
+def test_resume_writes_each_step_once_to_tensorboard(tmp_path):
+    """The steps repeated after a resume are not drawn twice: the event files hold each logged step once, with
+    the values of metrics.jsonl (the first run's points up to the checkpoint, then the resumed run's)."""
+    import shutil
+
+    train.fit(_toy_task(), _config(4, checkpoint_every=2), tmp_path, progress=False)
+    shutil.rmtree(tmp_path / "checkpoints" / "4")  # as if the process died after logging steps 3 and 4
+    assert [step for step, _ in _tensorboard_points(tmp_path, "loss")] == [1, 2, 3, 4]
+    train.fit(_toy_task(), _config(5, checkpoint_every=2), tmp_path, progress=False)
+    points = _tensorboard_points(tmp_path, "loss")
+    assert [step for step, _ in points] == [1, 2, 3, 4, 5]
+    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    expected = [(record["step"], record["loss"]) for record in logged if "loss" in record]
+    np.testing.assert_allclose(points, expected, rtol=1e-6)
+
+
 def test_throughput_excludes_compilation_and_needs_two_steps(tmp_path):
     _, one = train.fit(_toy_task(), _config(1), tmp_path / "one", progress=False)
     _, three = train.fit(_toy_task(), _config(3, log_every=3), tmp_path / "three", progress=False)

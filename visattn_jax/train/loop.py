@@ -219,9 +219,9 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
     return Mesh(np.asarray(devices), ("data",))
 
 
-# XLA:CPU fuses convolutions with their elementwise neighbours through its YNN library when asked: ResNet
-# training steps run 25-35% faster on CPU (../shared/PERF.md), but the sampler slows down, so it is opt-in
-# (config.xla_cpu_fast_conv) and only ever applied to CPU compilations.
+#: XLA:CPU fuses convolutions with their elementwise neighbours through its YNN library when asked: ResNet
+#: training steps run 25-35% faster on CPU (../shared/PERF.md), but the sampler slows down, so it is opt-in
+#: (config.xla_cpu_fast_conv) and only ever applied to CPU compilations.
 CPU_CONV_OPTIONS = {
     "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_ELTWISE,LIBRARY_FUSION_TYPE_REDUCE"
 }
@@ -323,27 +323,40 @@ class _MetricsLog:
 
     def __init__(self, workdir: Path, start: int):
         path = workdir / "metrics.jsonl"
+        kept: list[dict[str, Any]] = []
         if path.exists():
             # A resumed run repeats the steps after its checkpoint: drop what was logged after it (and, for a
             # finished run that has nothing left to train, nothing is appended).
             lines = path.read_text().splitlines()
-            kept = [line for line in lines if (record := _record(line)) is not None and record["step"] <= start]
+            records = [_record(line) for line in lines]
+            kept = [record for record in records if record is not None and record["step"] <= start]
             if len(kept) != len(lines):
-                path.write_text("".join(line + "\n" for line in kept))
+                path.write_text("".join(json.dumps(record) + "\n" for record in kept))
         self._jsonl = open(path, "a")  # noqa: SIM115 (closed in close())
         try:
             from tensorboardX import SummaryWriter
-
-            self._tb = SummaryWriter(str(workdir / "tensorboard"))
         except ImportError:  # TensorBoard files are optional; the JSONL log is always written.
             self._tb = None
+            return
+        # Event files cannot be cut like the JSONL log, and TensorBoard would draw the repeated steps twice:
+        # on a resume they are written anew from the kept log, which is the record of what happened.
+        tb_dir = workdir / "tensorboard"
+        for old in tb_dir.glob("events.out.tfevents.*") if start > 0 else ():
+            old.unlink()
+        self._tb = SummaryWriter(str(tb_dir))
+        for record in kept if start > 0 else ():
+            self._add_scalars(record["step"], record)
+
+    def _add_scalars(self, step: int, scalars: dict[str, Any]) -> None:
+        for name, value in scalars.items():
+            if name != "step" and isinstance(value, int | float) and not isinstance(value, bool):
+                self._tb.add_scalar(name, value, step)
 
     def write(self, step: int, scalars: dict[str, float]) -> None:
         self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
         self._jsonl.flush()
         if self._tb is not None:
-            for name, value in scalars.items():
-                self._tb.add_scalar(name, value, step)
+            self._add_scalars(step, scalars)
 
     def close(self) -> None:
         self._jsonl.close()
@@ -375,7 +388,8 @@ def fit(task: Task, config, workdir: str | Path, *, progress: bool = True) -> tu
     config = resolve_epochs(config, task.steps_per_epoch)
     if (task.train_batch is None) == (task.train_stream is None):
         raise ValueError("A Task needs exactly one of train_batch (on device) and train_stream (host batches).")
-    workdir = Path(workdir).absolute()
+    shown = Path(workdir)  # messages name the folder as the caller gave it (orbax needs the absolute path)
+    workdir = shown.absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     mesh = make_mesh(config.get("num_devices"))
     if config.batch_size % mesh.size:
@@ -396,7 +410,7 @@ def fit(task: Task, config, workdir: str | Path, *, progress: bool = True) -> tu
         start = manager.latest_step()
         restored = manager.restore(start, args=ocp.args.StandardRestore(jax.device_get(state)))
         state = jax.device_put(restored, replicated)
-        print(f"Resumed from the checkpoint at step {start} in {workdir / 'checkpoints'}.")
+        print(f"Resumed from the checkpoint at step {start} in {shown / 'checkpoints'}.")
 
     train_step = make_train_step(task, mesh, ema_decay=ema_decay, fast_conv=config.get("xla_cpu_fast_conv", False))
     eval_step = jax.jit(task.eval_fn)
@@ -412,7 +426,7 @@ def fit(task: Task, config, workdir: str | Path, *, progress: bool = True) -> tu
     window_start, window_steps, train_seconds, timed_steps = started, 0, 0.0, 0
     images_per_step = config.batch_size
     if start >= config.num_steps:
-        print(f"The run in {workdir} is complete ({start} of {config.num_steps} steps): evaluating it again only.")
+        print(f"The run in {shown} is complete ({start} of {config.num_steps} steps): evaluating it again only.")
     else:
         print(
             f"Training {config.num_steps - start} step{'s' if config.num_steps - start > 1 else ''}; the first one "
@@ -439,7 +453,7 @@ def fit(task: Task, config, workdir: str | Path, *, progress: bool = True) -> tu
                 if not all(math.isfinite(v) for v in metrics.values()):
                     raise FloatingPointError(
                         f"Training diverged at step {done}: {metrics}. Lower the learning rate or clip gradients "
-                        f"(config.grad_clip_norm); the last good checkpoint is in {workdir / 'checkpoints'}."
+                        f"(config.grad_clip_norm); the last good checkpoint is in {shown / 'checkpoints'}."
                     )
                 now = time.perf_counter()
                 if window_steps:
