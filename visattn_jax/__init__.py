@@ -28,7 +28,7 @@ from visattn_jax.sampling import (
     taps_to_matrix,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one source of the version: pyproject.toml reads it, CHANGELOG.md describes it
 
 __all__ = [
     "INTERPOLATION_MODES",
