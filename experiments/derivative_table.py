@@ -10,7 +10,7 @@ float64 case:
 - ours: ``jax.test_util.check_grads(order=2, modes=("fwd", "rev"))`` of :func:`visattn_jax.grid_sample`
   (forward and reverse mode to second order, against finite differences).
 
-It prints a Markdown table, the README's (``tests/test_sampling_modes.py`` checks that the README shows what
+It prints a Markdown table, docs/conventions.md's (``tests/test_sampling_modes.py`` checks that the page shows what
 this script prints, so the claim cannot go stale).
 """
 

@@ -14,7 +14,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "setup: installing visattn_jax and its test / experiment dependencies into .venv (a minute or two on a fresh machine; seconds when already there)"
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[test,benchmarks,experiments]"
+.venv/bin/python -m pip install --quiet -e ".[test,benchmarks,experiments,docs]"
 if [ "${VISATTN_WITH_TORCH:-1}" = "1" ]; then
   echo "setup: installing the PyTorch / timm references (torch 2.14.1, torchvision 0.29.1, timm; about 5.5 GB, several minutes on a fresh machine)"
   .venv/bin/python -m pip install --quiet -e ".[reference]" || { echo "setup: torch / timm could not be installed; their comparisons will be skipped (and fail under VISATTN_REQUIRE_REFERENCES=1, as in CI)"; [ "${VISATTN_REQUIRE_REFERENCES:-0}" != "1" ] || exit 1; }

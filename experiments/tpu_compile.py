@@ -245,7 +245,7 @@ def print_report(report: dict[str, Any]) -> None:
 
 
 def markdown_table(folder: str | Path) -> str:
-    """The README's table of the reports (``*.json``, one per cell, as ``experiments/tpu_table.sh`` keeps them) in
+    """The table of the reports (docs/tpu.md) (``*.json``, one per cell, as ``experiments/tpu_table.sh`` keeps them) in
     ``folder``: per-chip memory of the training step, whether it fits the chip's HBM, flops per example against
     6 x the forward multiply-adds and the collectives; a failed compile is a row with its error. "Largest batch"
     is an estimate, not a compile: the per-chip batch that fills the HBM if the temporaries grow in proportion

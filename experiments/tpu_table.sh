@@ -37,6 +37,6 @@ for item in "${cells[@]}"; do
   grep -v '^{' "$out/$name.txt"
   echo "  ($(( $(date +%s) - start )) s wall-clock)"
 done
-# The README's table of every report in the folder.
+# The table of every report in the folder (docs/tpu.md).
 .venv/bin/python -c "from experiments.tpu_compile import markdown_table; print(markdown_table('$out'))"
 exit $status

@@ -223,14 +223,14 @@ def test_bad_input_names_the_problem(call, match):
 
 @pytest.mark.slow
 def test_readme_derivative_table_is_what_the_script_measures_torch():
-    """The README's table of which derivatives exist (PyTorch vs ours) is the script's output, so it cannot go
+    """The docs' table (docs/conventions.md) of which derivatives exist (PyTorch vs ours) is the script's output, so it cannot go
     stale when torch changes."""
     _torch()
     from pathlib import Path
 
     from experiments.derivative_table import table
 
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    readme = (Path(__file__).parents[1] / "docs" / "conventions.md").read_text()
     measured = table()
     assert measured in readme, measured
     assert all(line.endswith("| yes |") for line in measured.splitlines()[2:])

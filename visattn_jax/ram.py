@@ -63,7 +63,7 @@ def resolve_sensor_method(method: str, *, backend: str | None = None) -> str:
     """``"gather"`` or ``"matmul"`` for ``method``: ``"auto"`` is ``"matmul"`` on TPU and ``"gather"`` elsewhere
     (``backend``: the platform the retina is compiled for, default ``jax.default_backend()``).
 
-    Why (``python -m experiments.tpu_sampler``, v5e, batch 256 over 4 chips, the README's TPU section): XLA's TPU
+    Why (``python -m experiments.tpu_sampler``, v5e, batch 256 over 4 chips, docs/tpu.md): XLA's TPU
     cost model charges the gather retina 236 MB of memory traffic per chip for one cluttered-60 glimpse of its
     64 images (3 scales of 12x12) and the matmul retina 30 MB (forward; with the gradient 320 against 61 MB),
     for 21 MFLOP of matmuls that a TPU's matrix unit does in about a microsecond at its peak rate. On CPUs the

@@ -52,6 +52,8 @@ __all__ = [
     "resize_align_corners",
 ]
 
+#: The soft mask's activations (paper Sec. 3.3, :func:`mask_activation`): ``mixed`` (sigmoid), ``channel`` (L2
+#: normalisation over channels at each position), ``spatial`` (standardised over positions per channel, sigmoid).
 ACTIVATIONS = ("mixed", "channel", "spatial")
 _EPS = 1e-5  # guards the channel norm and the spatial standard deviation against zero
 
@@ -188,16 +190,16 @@ class AttentionModule(nn.Module):
         return mask_activation(m, self.activation)
 
 
-# The CIFAR networks. The paper gives their depth (36m + 20 with {p=1, t=2, r=1}; Attention-452: {p=2, t=4,
-# r=3}, 6 modules per stage) and parameter counts (Attention-92 1.9M, -236 5.1M, -452 8.6M), not their widths.
-# Our choice: ResNet-164's widths (stage outputs 64, 128, 256, bottlenecks of a quarter), a 16-channel 3x3
-# stem, masks that pool down to 4x4 as the ImageNet masks pool down to 7x7 (3, 2, 1 levels at 32, 16, 8), and
-# a last stage of three 256-channel units at 8x8 (the ImageNet networks' three units, neither widened nor
-# strided: a 512-wide stage would add 0.8M parameters to every network). Attention-452's masks keep r = 3
-# units at their lowest level (2r = 6 would give 10.3M). Counts: Attention-92 1.960M (+3.1% over the paper's
-# 1.9M), -236 5.203M (+2.0%), -452 8.630M (+0.4%); tested in tests/test_residual_attention.py. Two
-# alternatives fit the counts closer but change the design: two last-stage units instead of three (1.889M,
-# 5.133M, 8.560M; depth 36m + 17) or identity skips instead of skip units (about 1.91M, 5.05M, 8.47M).
+#: The CIFAR networks. The paper gives their depth (36m + 20 with {p=1, t=2, r=1}; Attention-452: {p=2, t=4,
+#: r=3}, 6 modules per stage) and parameter counts (Attention-92 1.9M, -236 5.1M, -452 8.6M), not their widths.
+#: Our choice: ResNet-164's widths (stage outputs 64, 128, 256, bottlenecks of a quarter), a 16-channel 3x3
+#: stem, masks that pool down to 4x4 as the ImageNet masks pool down to 7x7 (3, 2, 1 levels at 32, 16, 8), and
+#: a last stage of three 256-channel units at 8x8 (the ImageNet networks' three units, neither widened nor
+#: strided: a 512-wide stage would add 0.8M parameters to every network). Attention-452's masks keep r = 3
+#: units at their lowest level (2r = 6 would give 10.3M). Counts: Attention-92 1.960M (+3.1% over the paper's
+#: 1.9M), -236 5.203M (+2.0%), -452 8.630M (+0.4%); tested in tests/test_residual_attention.py. Two
+#: alternatives fit the counts closer but change the design: two last-stage units instead of three (1.889M,
+#: 5.133M, 8.560M; depth 36m + 17) or identity skips instead of skip units (about 1.91M, 5.05M, 8.47M).
 CIFAR_ATTENTION = dict(
     widths=(64, 128, 256, 256),
     mask_depths=(3, 2, 1),

@@ -64,6 +64,8 @@ __all__ = [
 
 ModuleDef = Callable[..., nn.Module]
 Layout = Literal["torchvision", "caffe", "cifar", "preact"]
+#: Where a block-level attention module sits in a residual unit (SENet TPAMI Fig. 5; the module docstring
+#: defines each): ``residual`` (the standard SE block), ``pre``, ``post``, ``identity``, ``after_3x3``.
 ATTENTION_POSITIONS = ("residual", "pre", "post", "identity", "after_3x3")
 LAYOUTS = ("torchvision", "caffe", "cifar", "preact")
 

@@ -42,7 +42,10 @@ import numpy as np
 from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
 
+#: How a tap outside the image reads (PyTorch's ``padding_mode``): 0, the nearest border pixel, or the
+#: image reflected at its border (``align_corners`` decides at which edge).
 PaddingMode = Literal["zeros", "border", "reflection"]
+#: PyTorch's ``grid_sample`` ``mode``: 2 x 2 taps (2 x 2 x 2 on volumes), 1 tap, or 4 x 4 taps (images only).
 InterpolationMode = Literal["bilinear", "nearest", "bicubic"]
 #: PyTorch's ``grid_sample`` modes. ``"bilinear"`` on a volume is trilinear (PyTorch's name for it too).
 INTERPOLATION_MODES = ("bilinear", "nearest", "bicubic")
@@ -308,7 +311,7 @@ def _tangent_of_image(d_images: jax.Array, batch, rows: tuple, cols: tuple, wy: 
     channel, four gathers (whose four scatters XLA merges into one) were the fastest form measured; with
     several channels, one gather of the four stacked taps, whose transpose is one scatter of ``[..., 4, C]``
     windows. The alternatives measured (one concatenated gather, a scan over the taps, stacked scalar gathers)
-    were slower; the README's sampler section has the figures. Indices outside the image (weight 0) are
+    were slower; docs/benchmarks.md has the figures. Indices outside the image (weight 0) are
     clamped here, so every scatter lands inside its own image. The flat index is int32, not uint32: with
     uint32, XLA:CPU fused the whole index computation into the scatter's index copy, whose layout change made
     it 4x slower (benchmark size (d), image gradient: 12.6 ms against 3.4 ms, jax.profiler per fusion).

@@ -29,7 +29,9 @@ import jax.numpy as jnp
 
 __all__ = ["GATES", "SQUEEZES", "SqueezeExcite", "reduced_channels", "se_attention"]
 
+#: The squeeze operators of :class:`SqueezeExcite`: global average pooling (the paper's), max pooling, none.
 SQUEEZES = ("avg", "max", "none")
+#: The excitation's gates (SENet TPAMI Table 12): name -> elementwise function.
 GATES: dict[str, Callable[[jax.Array], jax.Array]] = {"sigmoid": nn.sigmoid, "tanh": jnp.tanh, "relu": nn.relu}
 
 

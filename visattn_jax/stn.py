@@ -33,7 +33,7 @@ def resolve_sampler(sampler: str, transform: str, *, backend: str | None = None)
     ``"separable"`` for the attention transform on TPU (``backend``, default ``jax.default_backend()``) and
     ``"grid_sample"`` otherwise.
 
-    Why: compiled for a v5e chip (``python -m experiments.tpu_sampler``, the README's TPU section), XLA's cost
+    Why: compiled for a v5e chip (``python -m experiments.tpu_sampler``, docs/tpu.md), XLA's cost
     analysis charges a crop of 64 images 60x60 -> 60x60 2,296 MB of memory traffic with ``grid_sample``'s gathers
     and 9 MB with ``separable_sample``'s matmuls (forward; 3,423 against 19 MB with the gradient). On CPUs and
     GPUs the gathers, which read only the pixels they need, stay the default."""
@@ -80,7 +80,7 @@ def _tps_transform(grid_size: int) -> Transform:
     )
 
 
-# The four transforms of the STN paper. TPS uses a 4x4 control grid (16 points) as in the paper.
+#: The four transforms of the STN paper. TPS uses a 4x4 control grid (16 points) as in the paper.
 TRANSFORMS: dict[str, Transform] = {
     "affine": Transform(
         6,

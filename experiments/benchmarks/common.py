@@ -104,7 +104,7 @@ def print_throughput(rows: dict[str, float], batch_size: int, reference: str | S
 
 def add_output_argument(parser, name: str) -> None:
     """``--out PATH``: where the benchmark writes its JSON result (default ``experiments/results/benchmarks/
-    <name>.json``, the file the README tables cite; ``--out ''`` writes nothing)."""
+    <name>.json``, the file the docs' tables cite; ``--out ''`` writes nothing)."""
     parser.add_argument(
         "--out", default=str(RESULTS / f"{name}.json"), help="JSON result file ('' for none; default: %(default)s)"
     )

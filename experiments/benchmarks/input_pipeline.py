@@ -1,6 +1,6 @@
 """Images per second of the two input paths on this machine.
 
-Command (the numbers in the README came from it):
+Command (the numbers in docs/benchmarks.md came from it):
 
     .venv/bin/python -m experiments.benchmarks.input_pipeline [--batches 20]
 

@@ -1,6 +1,6 @@
 """Training-step throughput of our ResNets against PyTorch on this machine (same network, same batch).
 
-Command (the numbers in the README came from it; run it on a quiet machine, see ../shared/PERF.md):
+Command (the numbers in docs/benchmarks.md came from it; run it on a quiet machine, see ../shared/PERF.md):
 
     .venv/bin/python -m experiments.benchmarks.resnet_train [--steps 10] [--threads 2] [--only resnet20,resnet50]
     .venv/bin/python -m experiments.benchmarks.resnet_train --inference [--steps 20]   # SENet's CPU inference figure

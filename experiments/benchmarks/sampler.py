@@ -1,7 +1,7 @@
 """Speed of the sampler (every mode, images and volumes) against map_coordinates, dm-pix and torch's grid_sample,
 in one run.
 
-Command (the table in the README came from it; ``--against`` adds the 2-D bilinear rows of another version of
+Command (the table in docs/benchmarks.md came from it; ``--against`` adds the 2-D bilinear rows of another version of
 ``sampling.py``, timed round-robin with ours in the same process: a speed pass's "before"):
 
     git show 845224f:visattn_jax/sampling.py > /tmp/sampling_845224f.py

@@ -28,7 +28,7 @@ CIFAR-100: Attention-92 21.71, -236 21.16, -452 20.45. ARL vs NAL: 56 5.52 / 5.8
 Ours at ``cpu0.5`` (390 steps, seed 0, 2026-11-28; ``bash experiments/run_table.sh ran``): Attention-56 ARL 52.33 /
 NAL 55.65 (seed 1: 48.37 / 54.20), Attention-92 ARL 52.82 / NAL 58.90, pre-activation ResNet-164 56.07 (% test
 error; experiments/README.md).
-A step of 64 takes about 1.3 s (Attention-56) to 2.7 s (Attention-92: 2.67 s in the README's benchmark table,
+A step of 64 takes about 1.3 s (Attention-56) to 2.7 s (Attention-92: 2.67 s in docs/benchmarks.md,
 fast conv, quiet machine) on 2 CPU cores: 8 to 18 minutes a cell at cpu0.5, plus compilation and a 10,000-image
 evaluation.
 """

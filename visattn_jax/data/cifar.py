@@ -41,7 +41,7 @@ __all__ = [
     "pad_crop_flip",
 ]
 
-# sha256 of each array's contiguous bytes (uint8 images, int64 labels), as published with the offline copy.
+#: sha256 of each array's contiguous bytes (uint8 images, int64 labels), as published with the offline copy.
 CIFAR10_SHA256 = {
     ("train", "images"): "47af8b02cfcfb6cdf3dbbd1969ad7f1b70f4413f6f80f437b020ee4e5bc8304a",
     ("train", "labels"): "f5cfe00b0f00968c0cc5ff3b1d2de51b10e33efa277c2986f4e0fa63e58c9f4f",
@@ -49,8 +49,9 @@ CIFAR10_SHA256 = {
     ("test", "labels"): "cbb7365de8ed11f05cc4c3a1e7f78144127c5e851efd83762fb18202461230bb",
 }
 _SIZES = {"train": 50_000, "test": 10_000}
-# Per-channel mean and standard deviation of the training images in [0, 1] (the published CIFAR-10 values).
+#: Per-channel mean and standard deviation of the training images in [0, 1] (the published CIFAR-10 values).
 CIFAR10_MEAN = (0.49139968, 0.48215841, 0.44653091)
+#: The published per-channel standard deviation of the CIFAR-10 training images in [0, 1].
 CIFAR10_STD = (0.24703223, 0.24348513, 0.26158784)
 
 

@@ -161,7 +161,7 @@ def projective(
 
 
 def elastic(key: jax.Array, digits: ArrayLike, *, sigma_pixels: float = 1.5, grid_size: int = 4) -> jax.Array:
-    """E: a TPS through a ``grid_size``^2 control grid moved by N(0, sigma_pixels^2). ``[N, 28, 28, 1]``."""
+    """E: a TPS through a ``grid_size`` x ``grid_size`` control grid moved by N(0, sigma_pixels^2). ``[N, 28, 28, 1]``."""
     digits = _check_digits(digits)
     n, h, w = digits.shape[:3]
     k = grid_size * grid_size
@@ -244,7 +244,7 @@ def cluttered(
     return jax.vmap(add_clutter)(out, which, crops, places)
 
 
-# name -> generator with the papers' settings; output size in the name where it varies.
+#: name -> generator with the papers' settings; output size in the name where it varies.
 DISTORTIONS: dict[str, Callable[..., jax.Array]] = {
     "none": lambda key, digits: _check_digits(digits),
     "rotated": rotated,

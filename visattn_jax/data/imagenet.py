@@ -36,7 +36,9 @@ __all__ = [
     "pipeline",
 ]
 
+#: The per-channel mean of ImageNet's training images in [0, 1] (torchvision's and timm's normalisation).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
+#: The per-channel standard deviation of ImageNet's training images in [0, 1] (torchvision's and timm's).
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 

@@ -45,7 +45,7 @@ class DataUnavailableError(RuntimeError):
     """A dataset could not be found or prepared; the message says how to make it available."""
 
 
-# The original LeCun files and their well-known MD5s (the ones TFDS and torchvision check).
+#: The original LeCun files and their well-known MD5s (the ones TFDS and torchvision check).
 MNIST_FILES = {
     "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
     "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
