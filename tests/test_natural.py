@@ -298,6 +298,7 @@ def test_every_cifar_config_builds(cell):
     assert steps.num_steps == {"paper": 63_960, "cpu": 7_800}[cell.split(",")[1]]
     assert list(steps.decay_boundaries) == ([31_980, 47_970] if "paper" in cell else [3_900, 5_850])
     assert config.model.startswith("cifar_se_") == cell.startswith("se_")
+    assert config.model.startswith("cifar_cbam_") == cell.startswith("cbam_")
 
 
 def test_cifar_config_errors():

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from visattn_jax.cbam import cbam_attention
 from visattn_jax.residual_attention import CIFAR_ATTENTION, ResidualAttentionNet
 from visattn_jax.resnet import ResNet
 from visattn_jax.se import se_attention
@@ -262,6 +263,19 @@ for _depth in (164, 1001):
         f"cifar_se_preact_resnet{_depth}",
         _with_defaults(functools.partial(_cifar_preact_resnet, _depth), **_CIFAR_SE),
         input_size=32,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# CBAM networks (visattn_jax.cbam): the torchvision-layout ResNets and the CIFAR ResNets with CBAM where SE sits
+# (the residual branch, before the addition), as in the CBAM authors' code. ResNet-50 + CBAM: 28,089,624
+# parameters (the paper's 28.09M).
+_CBAM = dict(attention=cbam_attention(reduction=16), attention_name="cbam")
+for _depth in _IMAGENET_DEPTHS:
+    register(f"cbam_resnet{_depth}", _with_defaults(_imagenet_resnet(_depth, "torchvision"), **_CBAM), input_size=224)
+for _depth in (20, 32, 44, 56, 110):
+    register(
+        f"cifar_cbam_resnet{_depth}", _with_defaults(functools.partial(_cifar_resnet, _depth), **_CBAM), input_size=32
     )
 
 

@@ -19,7 +19,8 @@ One builder, :class:`ResNet`, makes every residual network of the library:
 
 The attention hook: ``attention`` is a factory (any callable taking ``name=`` and returning a Linen module,
 e.g. ``functools.partial(SqueezeExcite, reduction=16)``) whose module maps a feature map ``[N, H, W, C]`` to
-a tensor of the same shape. Every residual unit of the stages in ``attention_stages`` applies it at
+a tensor of the same shape (a module whose ``__call__`` takes ``train`` is given the unit's: CBAM's spatial gate
+has a BatchNorm). Every residual unit of the stages in ``attention_stages`` applies it at
 ``attention_position``:
 
   ``"residual"``   on the residual branch after its last BN, before the addition (SENet's standard block)
@@ -47,6 +48,7 @@ logits are returned in float32.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -76,11 +78,15 @@ _BN_EPSILON = 1e-5
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
-def _apply_attention(block: nn.Module, position: str, x: jax.Array) -> jax.Array:
-    """Applies the block's attention module if it has one and it sits at ``position``."""
+def _apply_attention(block: nn.Module, position: str, x: jax.Array, train: bool) -> jax.Array:
+    """Applies the block's attention module if it has one and it sits at ``position``; a module whose
+    ``__call__`` takes ``train`` (one with batch statistics, e.g. CBAM's spatial gate) receives the unit's."""
     if block.attention is None or block.attention_position != position:
         return x
-    return block.attention(name=block.attention_name)(x)
+    module = block.attention(name=block.attention_name)
+    if "train" in inspect.signature(type(module).__call__).parameters:
+        return module(x, train=train)
+    return module(x)
 
 
 class _Unit(nn.Module):
@@ -141,17 +147,17 @@ class BasicBlock(_Unit):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        identity = _apply_attention(self, "identity", self._shortcut(x, train))
-        y = _apply_attention(self, "pre", x)  # SE-PRE: the residual branch's input only
+        identity = _apply_attention(self, "identity", self._shortcut(x, train), train)
+        y = _apply_attention(self, "pre", x, train)  # SE-PRE: the residual branch's input only
         y = self._conv(self.features, 3, self.strides, name="conv1")(y)
         y = nn.relu(self._bn(train, "bn1")(y))
-        y = _apply_attention(self, "after_3x3", y)
+        y = _apply_attention(self, "after_3x3", y, train)
         y = self._conv(self.features, 3, name="conv2")(y)
         y = self._bn(train, "bn2", zero=self.zero_init_last)(y)
         if self.relu_before_attention:
             y = nn.relu(y)
-        y = _apply_attention(self, "residual", y)
-        return _apply_attention(self, "post", nn.relu(y + identity))
+        y = _apply_attention(self, "residual", y, train)
+        return _apply_attention(self, "post", nn.relu(y + identity), train)
 
 
 class Bottleneck(_Unit):
@@ -165,17 +171,17 @@ class Bottleneck(_Unit):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         width = self.width or self.features // 4
         s1, s3 = (self.strides, 1) if self.stride_in_1x1 else (1, self.strides)
-        identity = _apply_attention(self, "identity", self._shortcut(x, train))
-        y = _apply_attention(self, "pre", x)  # SE-PRE: the residual branch's input only
+        identity = _apply_attention(self, "identity", self._shortcut(x, train), train)
+        y = _apply_attention(self, "pre", x, train)  # SE-PRE: the residual branch's input only
         y = self._conv(self.width_1x1 or width, 1, s1, name="conv1")(y)
         y = nn.relu(self._bn(train, "bn1")(y))
         y = self._conv(width, 3, s3, groups=self.groups, name="conv2")(y)
         y = nn.relu(self._bn(train, "bn2")(y))
-        y = _apply_attention(self, "after_3x3", y)
+        y = _apply_attention(self, "after_3x3", y, train)
         y = self._conv(self.features, 1, name="conv3")(y)
         y = self._bn(train, "bn3", zero=self.zero_init_last)(y)
-        y = _apply_attention(self, "residual", y)
-        return _apply_attention(self, "post", nn.relu(y + identity))
+        y = _apply_attention(self, "residual", y, train)
+        return _apply_attention(self, "post", nn.relu(y + identity), train)
 
 
 class PreActBottleneck(_Unit):
@@ -190,21 +196,21 @@ class PreActBottleneck(_Unit):
         width = self.width or self.features // 4
         # SE-PRE acts on the residual branch's input; the identity path keeps x (a downsampling unit's shortcut
         # convolves the shared pre-activation, as in the prototxts, so there it sees the recalibrated input).
-        branch = _apply_attention(self, "pre", x)
+        branch = _apply_attention(self, "pre", x, train)
         pre = nn.relu(self._bn(train, "bn1")(branch))
         if self.strides == 1 and x.shape[-1] == self.features:
             identity = x
         else:
             identity = self._conv(self.features, 1, self.strides, name="downsample")(pre)
-        identity = _apply_attention(self, "identity", identity)
+        identity = _apply_attention(self, "identity", identity, train)
         y = self._conv(width, 1, name="conv1")(pre)
         y = nn.relu(self._bn(train, "bn2")(y))
         y = self._conv(width, 3, self.strides, groups=self.groups, name="conv2")(y)
         y = nn.relu(self._bn(train, "bn3")(y))
-        y = _apply_attention(self, "after_3x3", y)
+        y = _apply_attention(self, "after_3x3", y, train)
         y = self._conv(self.features, 1, name="conv3")(y)
-        y = _apply_attention(self, "residual", y)
-        return _apply_attention(self, "post", y + identity)
+        y = _apply_attention(self, "residual", y, train)
+        return _apply_attention(self, "post", y + identity, train)
 
 
 _BLOCKS: dict[str, type[_Unit]] = {"basic": BasicBlock, "bottleneck": Bottleneck, "preact_bottleneck": PreActBottleneck}

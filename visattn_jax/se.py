@@ -105,8 +105,14 @@ def se_attention(**fields: Any) -> Callable[..., nn.Module]:
     Raises:
       ValueError: a field that :class:`SqueezeExcite` does not have.
     """
-    known = set(SqueezeExcite.__dataclass_fields__) - {"parent", "name"}
+    return checked_partial(SqueezeExcite, fields)
+
+
+def checked_partial(module: type[nn.Module], fields: dict[str, Any]) -> Callable[..., nn.Module]:
+    """``functools.partial(module, **fields)`` after checking that each field exists (the attention factories'
+    shared check: a misspelt field fails here, not at initialisation deep inside a network)."""
+    known = set(module.__dataclass_fields__) - {"parent", "name"}
     unknown = sorted(set(fields) - known)
     if unknown:
-        raise ValueError(f"SqueezeExcite has no field(s) {unknown}; its fields are {sorted(known)}.")
-    return functools.partial(SqueezeExcite, **fields)
+        raise ValueError(f"{module.__name__} has no field(s) {unknown}; its fields are {sorted(known)}.")
+    return functools.partial(module, **fields)

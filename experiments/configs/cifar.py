@@ -3,7 +3,8 @@
 One config per cell, chosen by the string after the colon: ``MODEL[,BUDGET[,DATASET]]``
   MODEL    resnet20 | resnet32 | resnet44 | resnet56 | resnet110 (He et al. 2015, basic blocks, option-A
            shortcuts) | preact_resnet164 (He et al. 2016, pre-activation bottlenecks); se_<any of these>: the
-           same network with SE blocks (SENet, reduction 16)
+           same network with SE blocks (SENet, reduction 16); cbam_resnet20 ... cbam_resnet110: with CBAM
+           blocks (Woo et al. 2018, reduction 16, 7x7 spatial gate) where SE sits
   BUDGET   paper (default: the papers' schedule: SGD momentum 0.9, batch 128, lr 0.1, weight decay 1e-4,
            /10 at epochs 82 and 123 (32k and 48k iterations), 164 epochs (64k iterations); ResNet-110 and
            -164 warm up linearly for the first epoch instead of He et al.'s 400 iterations at lr 0.01)
@@ -24,6 +25,9 @@ Expected (% test error on CIFAR-10, the papers, full schedule): ResNet-20 8.75, 
 -110 6.43 (6.61 +- 0.16 over 5 runs); pre-activation ResNet-164 5.46; CIFAR-100: ResNet-164 24.33.
 SENet (its Table 4, each baseline's schedule): CIFAR-10 ResNet-110 6.37 -> SE 5.21, ResNet-164 5.46 -> 4.39;
 CIFAR-100 ResNet-110 26.88 -> 23.85, ResNet-164 24.33 -> 21.31.
+CBAM reports no CIFAR numbers; its Table 4 (ImageNet, top-1 / top-5 error, parameters): ResNet-50 24.56 / 7.50
+(25.56M), + SE 23.14 / 6.70 (28.09M), + CBAM 22.66 / 6.31 (28.09M; ours: cbam_resnet50, 28,089,624 parameters,
+through experiments/configs/imagenet.py:cbam_resnet50). CIFAR ResNet-20 + CBAM: 272,995 parameters (SE: 272,095).
 Ours: ResNet-20 at short30 (30 epochs, seed 0, 2026-12-03, commit fa62364): 9.44% test error, 84 minutes on
 2 CPU cores at 299 images/s; at short40 (40 epochs, seed 0, commit 755fc4a): 8.59%, 159 minutes at 212 images/s
 on shared cores. What every budgeted run reached is in experiments/README.md (summaries in
@@ -49,8 +53,11 @@ MODELS = {
     "resnet110": "cifar_resnet110",
     "preact_resnet164": "cifar_preact_resnet164",
 }
-# The same networks with SE blocks (visattn_jax.se, reduction 16) on every residual branch.
-MODELS.update({f"se_{short}": name.replace("cifar_", "cifar_se_") for short, name in MODELS.items()})
+# The same networks with SE blocks (visattn_jax.se, reduction 16) on every residual branch, and the basic-block
+# ones with CBAM (visattn_jax.cbam: channel attention from average and max pooling, then a 7x7 spatial gate).
+_PLAIN = dict(MODELS)
+MODELS.update({f"se_{short}": name.replace("cifar_", "cifar_se_") for short, name in _PLAIN.items()})
+MODELS.update({f"cbam_{s}": n.replace("cifar_", "cifar_cbam_") for s, n in _PLAIN.items() if "preact" not in s})
 BUDGETS = ("paper", "cpu")
 # The short schedule (budget ``shortN``). He et al.'s step schedule spends half its epochs at lr 0.1 and only
 # reaches its error after the two decays; compressed to N epochs (``cpuN``) it stops far short (ResNet-20: 13.1%
@@ -149,7 +156,7 @@ def get_config(arg: str = "resnet20,paper") -> ml_collections.ConfigDict:
         config.num_epochs = float(epochs or 20)
         config.decay_epochs = (config.num_epochs / 2, config.num_epochs * 3 / 4)
         config.eval_every = 780  # every 2 epochs
-    if model.removeprefix("se_") in ("resnet110", "preact_resnet164"):
+    if model.removeprefix("se_").removeprefix("cbam_") in ("resnet110", "preact_resnet164"):
         config.warmup_epochs = 1.0
     config.num_steps = 0  # from num_epochs
     return config
