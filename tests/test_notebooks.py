@@ -3,6 +3,7 @@ every figure they draw."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,35 @@ def test_committed_notebook_shows_its_figures(path):
         for output in cell.get("outputs", []):
             if "image/png" in output.get("data", {}):
                 assert len(output["data"]["image/png"]) < 400_000, "keep committed figures small"
+
+
+# An absolute path in a saved output names the machine it ran on (and means nothing to a reader).
+ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[\w.-]+/)+[\w.-]*")
+
+
+def absolute_paths(notebook) -> list[str]:
+    """Absolute file paths printed in the saved outputs (text streams, results, errors)."""
+    found = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            texts = [output.get("text", ""), output.get("data", {}).get("text/plain", ""), *output.get("traceback", [])]
+            found += [m for text in texts for m in ABSOLUTE_PATH.findall("".join(text))]
+    return found
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_notebook_prints_no_absolute_path(path):
+    """The notebooks work from the repository root, so their outputs name runs/... as a reader's checkout has it."""
+    assert absolute_paths(nbformat.read(path, as_version=4)) == []
+
+
+def test_the_path_check_catches_an_absolute_path():
+    notebook = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("print(workdir)")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="results in /home/me/runs/notebook_se.\n")]
+    notebook.cells = [cell, nbformat.v4.new_code_cell("1 / 2")]
+    notebook.cells[1].outputs = [nbformat.v4.new_output("execute_result", data={"text/plain": "0.5 and a/b/c"})]
+    assert absolute_paths(notebook) == ["/home/me/runs/notebook_se."]
 
 
 def test_the_check_catches_a_figure_cell_without_an_image():
