@@ -199,10 +199,12 @@ def _stateful_classifier(model: nn.Module, image_shape: tuple[int, ...], label_s
         logits = model.apply({**params, **model_state}, preprocess(batch["image"]), train=False)
         logits = logits.astype(jnp.float32)
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+        # Per-process evaluation (host pipelines) pads batches: padded rows have mask 0 (Task.eval_per_process).
+        weight = batch.get("mask", jnp.ones(batch["label"].shape, jnp.float32))
         return {
-            "correct": jnp.sum((jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)),
-            "count": jnp.asarray(batch["label"].shape[0], jnp.float32),
-            "loss_sum": jnp.sum(losses),
+            "correct": jnp.sum(weight * (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)),
+            "count": jnp.sum(weight),
+            "loss_sum": jnp.sum(weight * losses),
         }
 
     return init, loss_fn, eval_fn
@@ -295,7 +297,8 @@ def stream_classification_task(
     """A :class:`Task` fed by a host pipeline (ImageNet): the same classifier loss as
     :func:`image_classification_task`, with batches from ``train_stream(start_step)`` (already augmented and
     normalised, e.g. :func:`visattn_jax.data.imagenet.imagenet_stream`) and an evaluation set of normalised
-    batches (e.g. :class:`visattn_jax.data.imagenet.ImageNetEval`).
+    batches (e.g. :class:`visattn_jax.data.imagenet.ImageNetEval`). Both are this process's share: the stream
+    yields its rows of each global batch, the evaluation set its shard (``Task.eval_per_process``).
 
     Args:
       image_shape: ``(H, W, C)`` of the model's input, for initialisation.
@@ -311,4 +314,5 @@ def stream_classification_task(
         _summarize_error,
         train_stream=train_stream,
         steps_per_epoch=steps_per_epoch,
+        eval_per_process=True,
     )

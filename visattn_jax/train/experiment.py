@@ -145,7 +145,7 @@ def _image_experiment(config, workdir: Path) -> dict[str, Any]:
     state, summary = fit(task, config, workdir, progress=config.get("progress", True))
     summary["num_params"] = int(sum(np.size(p) for p in jax.tree_util.tree_leaves(state.params)))
     summary["config"] = config.to_dict()
-    if config.get("figure", True) and test_x is not None:
+    if config.get("figure", True) and test_x is not None and jax.process_index() == 0:
         plot_training_curve(workdir / "metrics.jsonl", workdir / "training_curve.png", title=config.name)
         variables = jax.device_get({**state.eval_params, **state.model_state})
         predict = jax.jit(lambda v, x: jnp.argmax(task_model_logits(model, v, x, config), -1))
@@ -378,7 +378,7 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
     workdir = Path(workdir)
     if config.task == "image":
         summary = _image_experiment(config, workdir)
-        (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        _write_summary(workdir, summary)
         final = summary["final"]
         print(
             f"{config.name} on {config.dataset}: test error {final['error_percent']:.2f}% over {int(final['count'])} "
@@ -393,10 +393,10 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
     params = jax.device_get(state.params)
     summary["num_params"] = int(sum(np.size(p) for p in jax.tree_util.tree_leaves(params)))
     summary["config"] = config.to_dict()
-    if config.get("figure", True) and figure_fn is not None:
+    if config.get("figure", True) and figure_fn is not None and jax.process_index() == 0:
         figure = figure_fn(model, params, test_images, workdir / f"{config.task}_figure.png")
         summary["figure"] = str(figure) if figure else None
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    _write_summary(workdir, summary)
     final = summary["final"]
     print(
         f"{config.name} on {config.distortion}: test error {final['error_percent']:.2f}% over "
@@ -405,6 +405,12 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
     )
     _print_figures(summary)
     return summary
+
+
+def _write_summary(workdir: Path, summary: dict[str, Any]) -> None:
+    """``summary.json``, written by process 0 only (a multi-host run's processes share the work folder)."""
+    if jax.process_index() == 0:
+        (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
 
 
 def _rate(summary: dict[str, Any]) -> str:

@@ -79,6 +79,12 @@ class Task(NamedTuple):
         training set), or None. It is an argument of the compiled step, placed once on every device
         (replicated), never a constant baked into the program: a compile needs only its shapes
         (``jax.ShapeDtypeStruct``), and every chip reads its own copy.
+      eval_per_process: False: ``eval_batches`` is the whole evaluation set, the same in every process.
+        True: it is this process's share (a host pipeline reading its own shard, e.g. ImageNet's validation
+        split), in batches of one size but for a smaller last one, possibly a different number per process.
+        The loop then gives every batch a float ``mask`` (1 for a real example, 0 for padding), pads it to the
+        local batch size, and runs until every process is done (a process that has finished feeds
+        fully masked batches), so ``eval_fn`` must weight its sums by ``batch["mask"]``.
     """
 
     init: Callable[[jax.Array], tuple[Any, Any]]
@@ -90,6 +96,7 @@ class Task(NamedTuple):
     train_stream: Callable[[int], Iterator[Batch]] | None = None
     steps_per_epoch: int = 0
     train_data: Any = None
+    eval_per_process: bool = False
 
 
 @flax.struct.dataclass
@@ -304,7 +311,48 @@ def _global_batches(task: Task, start: int, mesh: Mesh) -> Iterator[Batch]:
         yield jax.tree_util.tree_map(lambda a: jax.make_array_from_process_local_data(sharding, np.asarray(a)), batch)
 
 
+def _process_local_eval_batches(task: Task, mesh: Mesh) -> Iterator[Batch]:
+    """``task.eval_batches`` (this process's share) as global arrays on the mesh, each with a ``mask``: every
+    process pads its batches to the local batch size, and all take part in every step until the last process
+    runs out (one host-level agreement per batch: evaluation only, never in the training loop)."""
+    from jax.experimental import multihost_utils
+
+    sharding = NamedSharding(mesh, PartitionSpec("data"))
+    batches = iter(task.eval_batches)
+    template = None  # the first batch's shapes: padding and the finished process's empty batches
+    while True:
+        batch = next(batches, None)
+        if batch is not None:
+            batch = jax.tree_util.tree_map(np.asarray, batch)
+            size = jax.tree_util.tree_leaves(batch)[0].shape[0]
+            if template is None:
+                template = jax.tree_util.tree_map(lambda a: np.zeros_like(a), batch)
+            local = jax.tree_util.tree_leaves(template)[0].shape[0]
+            if size > local:
+                raise ValueError(
+                    f"Evaluation batch of {size} after a first batch of {local}: only the last may differ."
+                )
+            padded = jax.tree_util.tree_map(
+                lambda a, n=local - size: np.pad(a, [(0, n)] + [(0, 0)] * (a.ndim - 1)), batch
+            )
+            batch = {**padded, "mask": (np.arange(local) < size).astype(np.float32)}
+        more = multihost_utils.process_allgather(np.asarray(batch is not None))
+        if not np.any(more):
+            return
+        if batch is None:
+            if template is None:
+                raise ValueError("This process has no evaluation batches while others have: give it at least one.")
+            batch = {**template, "mask": np.zeros(jax.tree_util.tree_leaves(template)[0].shape[0], np.float32)}
+        yield jax.tree_util.tree_map(lambda a: jax.make_array_from_process_local_data(sharding, a), batch)
+
+
 def _evaluate(task: Task, eval_step, state: TrainState, mesh: Mesh) -> dict[str, float]:
+    if task.eval_per_process:
+        totals = None
+        for batch in _process_local_eval_batches(task, mesh):
+            sums = eval_step(state.eval_params, state.model_state, batch)
+            totals = sums if totals is None else jax.tree_util.tree_map(jnp.add, totals, sums)
+        return task.summarize({k: float(v) for k, v in jax.device_get(totals).items()})
     data_sharding = NamedSharding(mesh, PartitionSpec("data"))
     replicated = NamedSharding(mesh, PartitionSpec())
     totals = None
@@ -319,9 +367,13 @@ def _evaluate(task: Task, eval_step, state: TrainState, mesh: Mesh) -> dict[str,
 
 
 class _MetricsLog:
-    """Scalars to TensorBoard event files (tensorboardX) and to ``metrics.jsonl`` in the work folder."""
+    """Scalars to TensorBoard event files (tensorboardX) and to ``metrics.jsonl`` in the work folder. On a
+    multi-host run only process 0 writes (``enabled=False`` elsewhere): the work folder is shared."""
 
-    def __init__(self, workdir: Path, start: int):
+    def __init__(self, workdir: Path, start: int, *, enabled: bool = True):
+        self._jsonl = self._tb = None
+        if not enabled:
+            return
         path = workdir / "metrics.jsonl"
         kept: list[dict[str, Any]] = []
         if path.exists():
@@ -353,13 +405,16 @@ class _MetricsLog:
                 self._tb.add_scalar(name, value, step)
 
     def write(self, step: int, scalars: dict[str, float]) -> None:
+        if self._jsonl is None:
+            return
         self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
         self._jsonl.flush()
         if self._tb is not None:
             self._add_scalars(step, scalars)
 
     def close(self) -> None:
-        self._jsonl.close()
+        if self._jsonl is not None:
+            self._jsonl.close()
         if self._tb is not None:
             self._tb.close()
 
@@ -415,8 +470,11 @@ def fit(task: Task, config, workdir: str | Path, *, progress: bool = True) -> tu
     train_step = make_train_step(task, mesh, ema_decay=ema_decay, fast_conv=config.get("xla_cpu_fast_conv", False))
     eval_step = jax.jit(task.eval_fn)
     stream = _global_batches(task, start, mesh) if task.train_stream is not None else None
-    log = _MetricsLog(workdir, start)
-    invocations = _provenance_log(workdir, start)
+    # The work folder is shared by every process of a multi-host run: process 0 writes the logs (orbax
+    # coordinates the checkpoints itself).
+    writer = jax.process_index() == 0
+    log = _MetricsLog(workdir, start, enabled=writer)
+    invocations = _provenance_log(workdir, start) if writer else [{"start_step": start, **provenance()}]
 
     def save(step: int) -> None:
         manager.save(step, args=ocp.args.StandardSave(state), force=True)
@@ -490,7 +548,7 @@ def fit(task: Task, config, workdir: str | Path, *, progress: bool = True) -> tu
     steps_run = config.num_steps - start
     summary = {
         "final": evaluation,
-        "history": _evaluation_history(workdir / "metrics.jsonl", config.num_steps),
+        "history": _evaluation_history(workdir / "metrics.jsonl", config.num_steps) if writer else [],
         "steps": config.num_steps,
         "steps_this_run": steps_run,
         "wall_seconds_this_run": round(time.perf_counter() - started, 1),
