@@ -32,8 +32,17 @@ for item in "${cells[@]}"; do
   [ -n "${batch:-}" ] && args+=(--batch_size="$batch")
   [ -n "${dtype:-}" ] && args+=(--dtype="$dtype")
   start=$(date +%s)
-  .venv/bin/python -m experiments.tpu_compile "${args[@]}" > "$out/$name.txt" 2> "$out/$name.log" || status=1
+  .venv/bin/python -m experiments.tpu_compile "${args[@]}" > "$out/$name.txt" 2> "$out/$name.log"
+  code=$?
   tail -n 1 "$out/$name.txt" > "$out/$name.json"
+  if [ $code -ne 0 ]; then
+    status=1
+    if ! grep -q '^{' "$out/$name.json"; then
+      # The process died without its report (e.g. libtpu crashing inside the compiler): keep why, for the table.
+      reason=$(grep -m 1 -E 'Fatal Python error|Error' "$out/$name.log" | cut -c1-100 | tr -d '"\\')
+      printf '{"config": "%s", "error": "process exited with %s: %s"}\n' "$spec" "$code" "${reason:-no message}" > "$out/$name.json"
+    fi
+  fi
   grep -v '^{' "$out/$name.txt"
   echo "  ($(( $(date +%s) - start )) s wall-clock)"
 done
