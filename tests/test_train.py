@@ -323,6 +323,12 @@ def test_resume_writes_each_step_once_to_tensorboard(tmp_path):
     np.testing.assert_allclose(points, expected, rtol=1e-6)
 
 
+def test_an_empty_test_set_is_a_clear_error(tmp_path):
+    task = _toy_task()._replace(eval_batches=[])
+    with pytest.raises(ValueError, match="no evaluation batches"):
+        train.fit(task, _config(1), tmp_path, progress=False)
+
+
 def test_throughput_excludes_compilation_and_needs_two_steps(tmp_path):
     _, one = train.fit(_toy_task(), _config(1), tmp_path / "one", progress=False)
     _, three = train.fit(_toy_task(), _config(3, log_every=3), tmp_path / "three", progress=False)

@@ -348,20 +348,23 @@ def _process_local_eval_batches(task: Task, mesh: Mesh) -> Iterator[Batch]:
 
 def _evaluate(task: Task, eval_step, state: TrainState, mesh: Mesh) -> dict[str, float]:
     if task.eval_per_process:
-        totals = None
-        for batch in _process_local_eval_batches(task, mesh):
-            sums = eval_step(state.eval_params, state.model_state, batch)
-            totals = sums if totals is None else jax.tree_util.tree_map(jnp.add, totals, sums)
-        return task.summarize({k: float(v) for k, v in jax.device_get(totals).items()})
-    data_sharding = NamedSharding(mesh, PartitionSpec("data"))
-    replicated = NamedSharding(mesh, PartitionSpec())
-    totals = None
-    for batch in task.eval_batches:
-        size = jax.tree_util.tree_leaves(batch)[0].shape[0]
+        batches: Iterator[Batch] = _process_local_eval_batches(task, mesh)
+    else:
+        data_sharding = NamedSharding(mesh, PartitionSpec("data"))
+        replicated = NamedSharding(mesh, PartitionSpec())
         # Split over the devices where the batch divides evenly; a ragged last batch is replicated instead.
-        batch = jax.device_put(batch, data_sharding if size % mesh.size == 0 else replicated)
+        batches = (
+            jax.device_put(
+                b, data_sharding if jax.tree_util.tree_leaves(b)[0].shape[0] % mesh.size == 0 else replicated
+            )
+            for b in task.eval_batches
+        )
+    totals = None
+    for batch in batches:
         sums = eval_step(state.eval_params, state.model_state, batch)
         totals = sums if totals is None else jax.tree_util.tree_map(jnp.add, totals, sums)
+    if totals is None:
+        raise ValueError("The task has no evaluation batches: its test set is empty.")
     totals = {k: float(v) for k, v in jax.device_get(totals).items()}  # one transfer per evaluation
     return task.summarize(totals)
 
