@@ -148,13 +148,13 @@ def compare(
     """
     from visattn_jax.train import fit
     from visattn_jax.train.classification import image_classification_task
-    from visattn_jax.train.experiment import image_model
+    from visattn_jax.train.experiment import build_model
     from visattn_jax.train.loop import resolve_epochs
     from visattn_jax.weights import to_torch_state_dict
 
     _check_supported(config)
     task = image_classification_task(
-        image_model(config),
+        build_model(config)[0],
         train_images=train_images,
         train_labels=train_labels,
         test_images=train_images[:8],
@@ -328,10 +328,11 @@ def main(argv: list[str]) -> None:
     from absl import flags, logging
 
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
-    from visattn_jax.train.experiment import load_natural_images
+    from visattn_jax.data import load_data
 
     config = flags.FLAGS.config
-    train_x, train_y, _, _ = load_natural_images(config)
+    data = load_data(config)
+    train_x, train_y = data.train["image"], data.train["label"]
     if _LIMIT.value:
         train_x, train_y = train_x[: _LIMIT.value], train_y[: _LIMIT.value]
     workdir = _WORKDIR.value or tempfile.mkdtemp(prefix="parity_")

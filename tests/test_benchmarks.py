@@ -67,6 +67,7 @@ def test_loop_step_runs_the_loops_own_step(monkeypatch):
 
     from experiments.benchmarks import common
     from experiments.configs.stn_mnist import get_config
+    from visattn_jax.data import distorted_digits
     from visattn_jax.stn import FCN
     from visattn_jax.train import classification_task, loop
 
@@ -80,15 +81,15 @@ def test_loop_step_runs_the_loops_own_step(monkeypatch):
     config = get_config("fcn,none,RTS,cpu")
     config.ema_decay = 0.5
     rng = np.random.default_rng(0)
-    task = classification_task(
-        FCN(features=(8,)),
-        train_images=rng.integers(0, 256, (16, 28, 28, 1), dtype=np.uint8),
-        train_labels=np.arange(16) % 10,
-        test_images=np.zeros((1, 28, 28, 1), np.float32),
-        test_labels=np.zeros(1, np.int32),
+    digits = distorted_digits(
+        rng.integers(0, 256, (16, 28, 28, 1), dtype=np.uint8),
+        np.arange(16) % 10,
+        np.zeros((1, 28, 28, 1), np.float32),
+        np.zeros(1, np.int32),
         distortion="none",
         batch_size=8,
     )
+    task = classification_task(FCN(features=(8,)), digits)
     with jax.numpy_dtype_promotion("standard"):
         run = common.loop_step(task, config, fast_conv=False)
         run()

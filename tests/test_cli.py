@@ -57,8 +57,7 @@ def test_config_errors_come_before_the_data(tmp_path, monkeypatch):
     def no_data(*args, **kwargs):
         raise AssertionError("data loaded before the config was checked")
 
-    monkeypatch.setattr("visattn_jax.train.experiment.load_digits", no_data)
-    monkeypatch.setattr("visattn_jax.train.experiment.load_natural_images", no_data)
+    monkeypatch.setattr("visattn_jax.data.datasets._read_arrays", no_data)
     config = stn_mnist.get_config("st_cnn,affine,RTS")
     config.transform = "foo"
     with pytest.raises(train.ConfigError, match="Unknown transform 'foo'"):

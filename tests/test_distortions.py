@@ -298,7 +298,7 @@ def test_make_test_set_is_fixed_by_the_seed_and_chunked_by_position(name):
     """The fixed test sets: the same seed gives the same images bit for bit; each chunk has its own key (two
     chunks of identical digits come out different), so a longer set extends a shorter one at chunk boundaries
     instead of redrawing it; another seed gives another set."""
-    from visattn_jax.train.classification import make_test_set
+    from visattn_jax.data import make_test_set
 
     digits = (np.tile(_digits(4), (3, 1, 1, 1)) * 255).astype(np.uint8)  # chunks 0, 1, 2 hold the same digits
     full = make_test_set(name, digits, seed=5, chunk=4)

@@ -486,10 +486,10 @@ def test_senet_cells_build_with_the_papers_sizes():
     35.7M, 30.7M, 28.1M, 26.9M: FC biases off, our counts within 0.15M of the paper's rounding)."""
     from experiments.configs import senet
     from visattn_jax.models import num_params
-    from visattn_jax.train.experiment import image_model
+    from visattn_jax.train.experiment import build_model
 
     def count(config, size):
-        model = image_model(config)
+        model = build_model(config)[0]
         shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3))))
         return num_params(shapes)
 

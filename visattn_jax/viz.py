@@ -12,7 +12,10 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
+    "excitation_figure",
+    "glimpse_figure",
     "grid_to_pixels",
+    "mask_figure",
     "plot_attention_masks",
     "plot_excitations",
     "plot_glimpses",
@@ -20,6 +23,7 @@ __all__ = [
     "plot_training_curve",
     "plot_transformer",
     "sown_values",
+    "transformer_figure",
 ]
 
 
@@ -302,3 +306,85 @@ def plot_attention_masks(images: np.ndarray, masks: dict[str, np.ndarray], path:
     path = Path(path)
     fig.savefig(path, dpi=120)
     return path
+
+
+# ----------------------------------------------------------------------------------------------------------
+# What a trained network attends to: the figure each registered model names (visattn_jax.models.model_info).
+# One signature: (model, variables, inputs, labels, folder, *, display=None, class_names=None, num_classes=None)
+# -> the PNG's path, or None when the network has nothing of the kind to show (a plain baseline). ``inputs`` are
+# what the model reads (normalised), ``display`` the same images for drawing (default: ``inputs``).
+
+
+def transformer_figure(model, variables, inputs, labels, folder, *, display=None, class_names=None, num_classes=None):
+    """A spatial-transformer classifier (:class:`visattn_jax.stn.STClassifier`): eight inputs with the sampling
+    grid drawn on them, and what the transformer made of them, titled with the prediction (``stn_figure.png``)."""
+    from visattn_jax.sampling import grid_sample
+
+    del labels, display, class_names, num_classes
+    if getattr(model, "transformer", None) is None:
+        return None
+    inputs = np.asarray(inputs[:8])
+    logits, state = model.apply(variables, inputs, mutable=["intermediates"])
+    grid = state["intermediates"]["transformer"]["grid"][0]
+    # The transformer's output is the sown grid sampled again: no second pass through the localisation net.
+    st = model.transformer
+    outputs = grid_sample(inputs, grid, align_corners=st.align_corners, padding_mode=st.padding_mode)
+    titles = [f"pred {int(p)}" for p in np.argmax(np.asarray(logits), -1)]
+    return plot_transformer(
+        inputs, np.asarray(outputs), np.asarray(grid), Path(folder) / "stn_figure.png", titles=titles
+    )
+
+
+def glimpse_figure(model, variables, inputs, labels, folder, *, display=None, class_names=None, num_classes=None):
+    """A recurrent attention model (:class:`visattn_jax.ram.RAM`): the glimpse paths of one sampled episode
+    (key 0) on eight inputs, titled with the prediction (``ram_figure.png``)."""
+    import jax
+
+    del labels, display, class_names, num_classes
+    inputs = np.asarray(inputs[:8])
+    outputs = model.apply(variables, inputs, jax.random.PRNGKey(0))
+    titles = [f"pred {int(p)}" for p in np.argmax(np.asarray(outputs["logits"]), -1)]
+    return plot_glimpses(
+        inputs,
+        np.asarray(outputs["locations"]),
+        Path(folder) / "ram_figure.png",
+        size=model.glimpse_size,
+        num_scales=model.num_scales,
+        titles=titles,
+    )
+
+
+def excitation_figure(model, variables, inputs, labels, folder, *, display=None, class_names=None, num_classes=None):
+    """A network with SE-style channel gates (SE, CBAM): the SENet paper's Fig. 6, mean excitation per channel
+    for four classes (0, 3, 5, 8) at an early, a middle and the last block, over all ``inputs``
+    (``excitations.png``). None when the network sows no excitation."""
+    del display
+    try:
+        values = sown_values(model, variables, inputs, "excitation")
+    except ValueError:
+        return None
+    blocks = list(values)
+    chosen = [blocks[0], blocks[len(blocks) // 2], blocks[-1]] if len(blocks) >= 3 else blocks
+    classes = [c for c in (0, 3, 5, 8) if num_classes is None or c < num_classes]
+    return plot_excitations(
+        {b: values[b] for b in chosen},
+        labels,
+        Path(folder) / "excitations.png",
+        classes=classes,
+        class_names=class_names,
+    )
+
+
+def mask_figure(model, variables, inputs, labels, folder, *, display=None, class_names=None, num_classes=None):
+    """A Residual Attention network: the soft mask of the last module of each stage on six images
+    (``attention_masks.png``). None when the network sows no mask."""
+    del labels, class_names, num_classes
+    try:
+        values = sown_values(model, variables, inputs[:6], "mask")
+    except ValueError:
+        return None
+    stages: dict[str, np.ndarray] = {}
+    for name, mask in values.items():  # "stage2_0", "stage2_1" -> the last, "stage2_1"
+        stages[name.split("_")[0]] = mask
+    shown = inputs if display is None else display
+    return plot_attention_masks(np.asarray(shown[:6]), stages, Path(folder) / "attention_masks.png")

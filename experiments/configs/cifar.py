@@ -85,7 +85,7 @@ PAPER_ERROR = {"resnet20": 8.75, "resnet32": 7.51, "resnet44": 7.17, "resnet56":
 
 def image_config(name: str, model: str, dataset: str) -> ml_collections.ConfigDict:
     """Fields every natural-image config shares (CIFAR-style data on device)."""
-    config = base_config("image", name)
+    config = base_config(name)
     config.dataset = dataset
     config.num_classes = DATASETS[dataset]
     # The offline copy (train.npz, test.npz), used when TFDS has not prepared cifar10: $VISATTN_CIFAR10_DIR, else

@@ -7,10 +7,10 @@ from collections.abc import Callable, Collection, Sequence
 import ml_collections
 
 
-def base_config(task: str, name: str) -> ml_collections.ConfigDict:
-    """Data, seeds, devices and logging defaults; the experiment adds its model fields and a budget."""
+def base_config(name: str) -> ml_collections.ConfigDict:
+    """Data, seeds, devices and logging defaults; the experiment adds its model (``config.model``, a name of
+    ``visattn_jax.models.list_models()``, and that entry's options) and a budget."""
     config = ml_collections.ConfigDict()
-    config.task = task
     config.name = name
     config.dataset = "mnist"
     config.data_dir = ml_collections.config_dict.placeholder(str)  # None: $TFDS_DATA_DIR or ~/tensorflow_datasets

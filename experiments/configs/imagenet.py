@@ -49,7 +49,7 @@ def get_config(arg: str = "resnet50,1") -> ml_collections.ConfigDict:
     # ResNet family; the Residual Attention networks have no such option).
     fields = {field.name for field in dataclasses.fields(type(create_model(model)))}
     overrides = {"zero_init_last": True} if "zero_init_last" in fields else {}
-    config = base_config("image", f"{model}_imagenet_k{k}")
+    config = base_config(f"{model}_imagenet_k{k}")
     config.dataset = "imagenet2012"
     config.num_classes = 1000
     config.model = model

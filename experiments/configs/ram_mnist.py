@@ -36,6 +36,8 @@ TASKS = {
     "cluttered100": ("cluttered100", 12, 4),
 }
 MODELS = ("ram", "ram_random", "fc", "conv", "conv_paper")
+# The baselines' names in visattn_jax.models.
+REGISTRY_NAMES = {"fc": "ram_fc", "conv": "ram_conv", "conv_paper": "ram_conv_paper"}
 
 
 def get_config(arg: str = "translated60,ram,6,cpu") -> ml_collections.ConfigDict:
@@ -49,8 +51,8 @@ def get_config(arg: str = "translated60,ram,6,cpu") -> ml_collections.ConfigDict
     distortion, size, scales = TASKS[task]
 
     name = f"{task}_{model}_{glimpses}_{budget}" if model.startswith("ram") else f"{task}_{model}_{budget}"
-    config = base_config("ram", name)
-    config.model = model
+    config = base_config(name)
+    config.model = REGISTRY_NAMES.get(model, model)
     config.distortion = distortion
     config.num_glimpses = int(glimpses)
     config.glimpse_size = size
@@ -75,7 +77,7 @@ def get_config(arg: str = "translated60,ram,6,cpu") -> ml_collections.ConfigDict
         ),
     )
     config.grad_clip_norm = 5.0
-    if budget == "cpu" and model == "conv":
+    if budget == "cpu" and model == "conv":  # the cell's name, not the registry's
         # A conv net on the whole 60x60 image costs far more per step on a CPU than RAM's 3 x 12x12 glimpses:
         # its CPU budget is 5000 steps (640k images, about 11 epochs); experiments/README.md compares budgets.
         config.num_steps = 5000

@@ -88,7 +88,8 @@ def get_config(arg: str = "seresnet50,imagenet") -> ml_collections.ConfigDict:
         config.decay_epochs = (30.0, 60.0, 90.0)
         config.model_overrides = ml_collections.ConfigDict()  # SENet did not zero-init the last BN
     config.name = f"senet_{cell}_{scale}" + (f"_{budget}" if scale == "cifar" else "")
-    config.se = ml_collections.ConfigDict(se)  # fields of visattn_jax.se.SqueezeExcite, over the network's own
+    if se:  # fields of visattn_jax.se.SqueezeExcite over the network's own (the SE networks' `se` override)
+        config.model_overrides.se = ml_collections.ConfigDict(se)
     for key, value in hook.items():
         config.model_overrides[key] = value
     return config

@@ -28,6 +28,8 @@ from experiments.configs.common import base_config, parse_cell, set_budget
 MODELS = ("cnn", "fcn", "st_cnn", "st_fcn")
 TRANSFORMS = ("none", "affine", "attention", "projective", "tps")  # none: the baselines (cnn, fcn)
 DISTORTIONS = {"R": "rotated", "RTS": "rts", "P": "projective", "E": "elastic", "TC60": "cluttered60"}
+# The baselines' names in visattn_jax.models (the spatial transformer classifiers keep theirs).
+REGISTRY_NAMES = {"cnn": "stn_cnn", "fcn": "stn_fcn"}
 # The paper halves the transformer's output for RTS (42 -> 21) and translated-cluttered (60 -> 30).
 ST_OUTPUT = {"rts": 21, "cluttered60": 30}
 
@@ -48,8 +50,8 @@ def get_config(arg: str = "st_cnn,affine,RTS,cpu") -> ml_collections.ConfigDict:
         raise ValueError(f"TRANSFORM of the baseline {model} must be none; got {transform!r} in {arg!r}.")
 
     name = f"{model}_{transform}_{distortion}_{budget}" if model.startswith("st_") else f"{model}_{distortion}_{budget}"
-    config = base_config("stn", name)
-    config.model = model
+    config = base_config(name)
+    config.model = REGISTRY_NAMES.get(model, model)
     config.transform = transform
     config.distortion = DISTORTIONS[distortion]
     config.st_output_size = ST_OUTPUT.get(config.distortion, 0)

@@ -1,5 +1,15 @@
 """Datasets (TFDS) and the papers' distorted / translated / cluttered MNIST generators."""
 
+from visattn_jax.data.datasets import (
+    CIFAR10_CLASSES,
+    ClassificationData,
+    StreamData,
+    distorted_digits,
+    input_shape,
+    load_data,
+    make_test_set,
+    natural_images,
+)
 from visattn_jax.data.distortions import (
     DISTORTIONS,
     cluttered,
@@ -19,14 +29,22 @@ from visattn_jax.data.mnist import (
 )
 
 __all__ = [
+    "CIFAR10_CLASSES",
+    "ClassificationData",
     "DISTORTIONS",
     "MNIST_FILES",
     "DataUnavailableError",
+    "StreamData",
     "cluttered",
     "default_data_dir",
     "distort",
+    "distorted_digits",
     "elastic",
+    "input_shape",
+    "load_data",
     "load_image_dataset",
+    "make_test_set",
+    "natural_images",
     "prepare_mnist",
     "projective",
     "rotated",

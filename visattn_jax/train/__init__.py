@@ -3,15 +3,13 @@
 from visattn_jax.train.classification import (
     classification_task,
     image_classification_task,
-    make_test_set,
     stream_classification_task,
 )
 from visattn_jax.train.experiment import (
     BuiltTask,
     ConfigError,
+    build_model,
     build_task,
-    load_digits,
-    load_natural_images,
     train_and_evaluate,
 )
 from visattn_jax.train.loop import (
@@ -34,17 +32,15 @@ __all__ = [
     "Task",
     "TrainState",
     "TrainStep",
+    "build_model",
     "build_task",
     "classification_task",
     "create_train_state",
     "fit",
     "image_classification_task",
-    "load_digits",
-    "load_natural_images",
     "make_mesh",
     "make_optimizer",
     "make_schedule",
-    "make_test_set",
     "make_train_step",
     "resolve_epochs",
     "restore_params",
