@@ -84,6 +84,47 @@ def _collectives(hlo: str) -> dict[str, int]:
     return counts
 
 
+_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "u16": 2, "f32": 4, "s32": 4, "u32": 4}
+_DTYPE_BYTES |= {"f64": 8, "s64": 8, "u64": 8}
+
+
+def _shape_bytes(shape: str) -> int:
+    """Bytes of an HLO result shape such as ``(f32[16,3]{1,0}, bf16[8]{0})`` (every array in it)."""
+    total = 0
+    for dtype, dims in re.findall(r"\b([a-z]+\d*)\[([\d,]*)\]", shape):
+        if dtype in _DTYPE_BYTES:
+            total += _DTYPE_BYTES[dtype] * int(np.prod([int(d) for d in dims.split(",") if d] or [1]))
+    return total
+
+
+def collective_details(hlo: str) -> dict[str, dict[str, Any]]:
+    """Every collective of a compiled module's HLO with its size and the JAX operation it came from.
+
+    Returns, per kind with at least one: ``count``, ``bytes`` (their results' sizes summed: for an all-reduce the
+    data reduced, for an all-gather the gathered result per device) and ``largest``: up to 8
+    ``{"bytes", "shape", "op_name"}``, biggest first (``op_name`` from the HLO's metadata: the jitted function's
+    path, e.g. ``jit(step)/.../transpose(jvp(...))/conv_general_dilated``). An async ``*-start`` / ``*-done``
+    pair counts once (the start's result, which for an all-gather holds its operand and its result, counts
+    its last array only)."""
+    details: dict[str, dict[str, Any]] = {}
+    for line in hlo.splitlines():
+        match = re.search(r"=\s*(.+?)\s+(" + "|".join(COLLECTIVES) + r")(-start)?\(", line)
+        if match is None:
+            continue
+        shape, kind, start = match.groups()
+        if start and kind == "all-gather" and shape.startswith("("):
+            shape = shape.rsplit(",", 1)[-1]  # (operand, result): the result
+        op_name = re.search(r'op_name="([^"]*)"', line)
+        entry = details.setdefault(kind, {"count": 0, "bytes": 0, "largest": []})
+        size = _shape_bytes(shape)
+        entry["count"] += 1
+        entry["bytes"] += size
+        entry["largest"].append({"bytes": size, "shape": shape.strip()[:120], "op_name": op_name[1] if op_name else ""})
+    for entry in details.values():
+        entry["largest"] = sorted(entry["largest"], key=lambda e: -e["bytes"])[:8]
+    return details
+
+
 def _memory(compiled) -> dict[str, int]:
     m = compiled.memory_analysis()
     sizes = {
@@ -128,15 +169,26 @@ def _macs_per_example(task, state, eval_batch) -> float:
 
 def compile_report(config, topology: str, *, name: str = "") -> dict[str, Any]:
     """Compiles ``config``'s training and evaluation steps for ``topology`` and returns the report (the JSON
-    object described in the module docstring). Raises :class:`CompileError` with the compiler's message."""
+    object described in the module docstring). Raises :class:`CompileError` with the compiler's message.
+
+    Traced under ``visattn_jax.backend.target_backend("tpu")``: every choice the library makes from the platform
+    (the sampler's per-image gathers, the spatial transformer's sampler, RAM's retina) is the one a TPU host
+    makes, so the program compiled is the one a TPU would run."""
+    from visattn_jax.backend import target_backend
+
+    with target_backend("tpu"):
+        return _compile_report(config, topology, name=name)
+
+
+def _compile_report(config, topology: str, *, name: str = "") -> dict[str, Any]:
     from visattn_jax.train import build_task, create_train_state, make_train_step, resolve_epochs
 
     mesh = tpu_mesh(topology)
-    if config.get("sensor_method") == "auto":  # the RAM retina a TPU host picks (this host's backend is the CPU)
+    if config.get("sensor_method") == "auto":  # the RAM retina a TPU host picks, named in the report
         from visattn_jax.ram import resolve_sensor_method
 
         config = config.copy_and_resolve_references()
-        config.sensor_method = resolve_sensor_method("auto", backend="tpu")
+        config.sensor_method = resolve_sensor_method("auto")
     if config.batch_size % mesh.size:
         raise ValueError(f"batch_size={config.batch_size} must be divisible by the {mesh.size} devices of {topology}.")
     replicated = NamedSharding(mesh, PartitionSpec())
@@ -204,6 +256,10 @@ def compile_report(config, topology: str, *, name: str = "") -> dict[str, Any]:
         "hbm_source": source,
         "fits": None if hbm is None else memory["total"] <= hbm,
         "collectives": _collectives(train.as_text()),
+        "collective_details": collective_details(train.as_text()),
+        "parameter_bytes": int(
+            sum(np.prod(x.shape) * x.dtype.itemsize for x in jax.tree_util.tree_leaves(state.params))
+        ),
         "compile_seconds": round(train_seconds, 1),
         "eval": {
             "batch": int(eval_size),

@@ -84,7 +84,15 @@ def sampler_report(
     topology: str, sizes=SIZES[:4], retinas=RETINAS, retina_batch: int = RETINA_BATCH
 ) -> dict[str, dict]:
     """``{case: {formulation: {"forward": {...}, "forward+backward": {...}}}}`` for the STN crops on ``sizes``
-    (default: the sampler benchmark's (a)-(d)) and the RAM ``retinas``."""
+    (default: the sampler benchmark's (a)-(d)) and the RAM ``retinas``. Traced as for a TPU
+    (``visattn_jax.backend.target_backend``): ``grid_sample`` gathers per image, as it does on a TPU host."""
+    from visattn_jax.backend import target_backend
+
+    with target_backend("tpu"):
+        return _sampler_report(topology, sizes, retinas, retina_batch)
+
+
+def _sampler_report(topology: str, sizes, retinas, retina_batch: int) -> dict[str, dict]:
     mesh = tpu_compile.tpu_mesh(topology)
     batch = NamedSharding(mesh, PartitionSpec("data"))
     report: dict[str, dict] = {}

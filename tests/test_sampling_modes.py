@@ -312,3 +312,37 @@ def test_separable_operators_name_a_bad_mode():
         va.interpolation_taps(np.zeros(3), 4, mode="cubic")
     with pytest.raises(ValueError, match=r"mode='cubic' is not supported"):
         va.separable_sample(np.zeros((4, 4, 1)), np.zeros(2), np.zeros(2), mode="cubic")
+
+
+@pytest.mark.parametrize(
+    "dims,mode", [(2, "bilinear"), (2, "nearest"), (2, "bicubic"), (3, "bilinear"), (3, "nearest")]
+)
+def test_per_image_gathers_give_the_flat_formulations_numbers(dims, mode):
+    """On GPU / TPU grid_sample gathers per image (a vmap, so a sharded batch stays on its chips), on CPU as one
+    flat batch: the same values and gradients, bit for bit here, and the per-image form really is traced for a
+    TPU target (gathers with a batch dimension)."""
+    from visattn_jax.backend import resolve_backend, target_backend
+
+    rng = np.random.default_rng(dims)
+    x = jnp.asarray(rng.normal(size=(3, *(4,) * (dims - 2), 5, 6, 2)).astype(np.float32))
+    g = jnp.asarray(rng.uniform(-1.2, 1.2, size=(3, *(2,) * (dims - 2), 4, 5, dims)).astype(np.float32))
+
+    def run():  # fresh functions per formulation: jit caches a trace per function
+        def f(x, g):
+            return va.grid_sample(x, g, mode=mode, padding_mode="reflection")
+
+        grad = jax.grad(lambda x, g: jnp.sum(jnp.sin(f(x, g))), (0, 1))
+        return jax.jit(f)(x, g), jax.jit(grad)(x, g), jax.jit(f).lower(x, g).as_text()
+
+    flat, flat_grads, flat_hlo = run()
+    with target_backend("tpu"):
+        assert resolve_backend() == "tpu"
+        per_image, grads, hlo = run()
+    assert resolve_backend() == jax.default_backend()
+    assert "operand_batching_dims = [0]" in hlo and "operand_batching_dims = [0]" not in flat_hlo
+    np.testing.assert_array_equal(per_image, flat)
+    for a, b in zip(grads, flat_grads, strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="backend must be 'cpu', 'gpu' or 'tpu', got 'tpv'"):
+        with target_backend("tpv"):
+            pass

@@ -48,11 +48,14 @@ def _check(report, *, flops_tolerance=0.15, all_gathers=0, all_to_alls=0):
 
 def test_stn_classifier_step_compiles_for_v5e():
     report = tpu_compile.compile_report(_config("stn_mnist", "fcn,none,RTS"), "v5e:2x2", name="fcn")
-    # One all-reduce: every gradient in one group (a stateless model has nothing else to reduce). One all-gather,
-    # found by this tool: the step's 128 selected digits [128, 28, 28] are gathered to every chip before the RTS
-    # distortion samples them (the partitioner does not see the sampler's gather as batch-parallel).
-    _check(report, all_gathers=1)
+    # One all-reduce: every gradient in one group (a stateless model has nothing else to reduce), the size of the
+    # parameters (and the step's few scalars). No all-gather: the RTS distortion samples each chip's own digits
+    # (the sampler gathers per image on TPU; its flat batch gather made this step gather the 128 digits to every
+    # chip before).
+    _check(report, all_gathers=0)
     assert report["collectives"]["all-reduce"] == 1
+    reduced = report["collective_details"]["all-reduce"]["bytes"]
+    assert report["parameter_bytes"] <= reduced <= report["parameter_bytes"] + 64
     assert report["global_batch"] == 128 and report["per_device_batch"] == 32
 
 
@@ -82,11 +85,37 @@ def test_each_family_compiles_for_v5e(module, cell, fields):
 
 
 FLOPS_TOLERANCE = {"ram_mnist": 10.0, "stn_mnist": 0.3}
-# Undistorted MNIST and the CIFAR networks gather nothing. ST-CNN's spatial transformer does, in training and
-# evaluation (7 and 8 all-gathers measured): grid_sample samples the batch as one flat array (faster on CPU),
-# which the partitioner cannot split by image, so it gathers the feature maps to every chip (issue 18: to be
-# replaced by per-image gathers on TPU); not pinned here.
-ALL_GATHERS = {"stn_mnist": None, "ram_mnist": 0, "cifar": 0, "residual_attention": 0}
+# No family's data-parallel step gathers anything: ST-CNN's spatial transformer and the RTS distortion sample
+# each chip's own images (grid_sample's per-image gathers on TPU; with the flat batch gather it had 5 all-gathers
+# in training and 8 in evaluation, the feature maps gathered to every chip).
+ALL_GATHERS = {"stn_mnist": 0, "ram_mnist": 0, "cifar": 0, "residual_attention": 0}
+
+
+def test_sharded_grid_sample_gathers_nothing_across_chips():
+    """grid_sample on a batch split over the chips, forward and gradient, in every mode: per-image gathers keep
+    each image on its chip (no all-gather), where the flat batch gather (the CPU formulation) gathers the whole
+    batch to every chip."""
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    import visattn_jax as va
+    from visattn_jax.backend import target_backend
+
+    mesh = tpu_compile.tpu_mesh("v5e:2x2")
+    split = NamedSharding(mesh, PartitionSpec("data"))
+    images = jax.ShapeDtypeStruct((16, 12, 10, 3), jnp.float32, sharding=split)
+    grid = jax.ShapeDtypeStruct((16, 6, 5, 2), jnp.float32, sharding=split)
+
+    def gathers(backend, mode):
+        with target_backend(backend):
+            loss = lambda x, g: jnp.sum(va.grid_sample(x, g, mode=mode) ** 2)  # noqa: E731 (fresh per trace)
+            compiled = jax.jit(jax.value_and_grad(loss, (0, 1))).lower(images, grid).compile()
+        return tpu_compile._collectives(compiled.as_text())["all-gather"]
+
+    for mode in ("bilinear", "nearest", "bicubic"):
+        assert gathers("tpu", mode) == 0, mode
+    assert gathers("cpu", "bilinear") > 0  # what the flat formulation did on a sharded batch
 
 
 def test_sampler_report_shows_gathers_only_in_the_gather_formulations():

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from visattn_jax.backend import resolve_backend
 from visattn_jax.grids import base_coords
 from visattn_jax.reinforce import baseline_loss, gaussian_log_prob, reinforce_loss
 from visattn_jax.sampling import apply_interpolation, apply_taps, interpolation_taps, taps_to_matrix
@@ -61,7 +62,7 @@ SENSOR_METHODS = ("auto", "gather", "matmul")
 
 def resolve_sensor_method(method: str, *, backend: str | None = None) -> str:
     """``"gather"`` or ``"matmul"`` for ``method``: ``"auto"`` is ``"matmul"`` on TPU and ``"gather"`` elsewhere
-    (``backend``: the platform the retina is compiled for, default ``jax.default_backend()``).
+    (``backend``: the platform the retina is compiled for, default :func:`visattn_jax.backend.resolve_backend`).
 
     Why (``python -m experiments.tpu_sampler``, v5e, batch 256 over 4 chips, docs/tpu.md): XLA's TPU
     cost model charges the gather retina 236 MB of memory traffic per chip for one cluttered-60 glimpse of its
@@ -72,7 +73,7 @@ def resolve_sensor_method(method: str, *, backend: str | None = None) -> str:
         raise ValueError(f"method must be one of {list(SENSOR_METHODS)}, got {method!r}.")
     if method != "auto":
         return method
-    return "matmul" if (backend or jax.default_backend()) == "tpu" else "gather"
+    return "matmul" if resolve_backend(backend) == "tpu" else "gather"
 
 
 def glimpse_sensor(

@@ -42,6 +42,8 @@ import numpy as np
 from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
 
+from visattn_jax.backend import resolve_backend
+
 #: How a tap outside the image reads (PyTorch's ``padding_mode``): 0, the nearest border pixel, or the
 #: image reflected at its border (``align_corners`` decides at which edge).
 PaddingMode = Literal["zeros", "border", "reflection"]
@@ -464,9 +466,13 @@ def grid_sample(
     ``"nearest"`` or ``"bicubic"`` (images only), with PyTorch's definitions (see :func:`sample`).
     ``grid_sample(images, grid)[n] == sample(images[n], grid[n])``. A PyTorch user converts with
     ``images = x.permute(0, 2, 3, 1)`` (volumes: ``(0, 2, 3, 4, 1)``) and the inverse on the output; ``grid``
-    is the same array in both. The batch is sampled as one flat array (not a ``vmap``), which makes the image
-    gradient one set of scatters instead of a batched scatter: faster on CPU. 2-D bilinear sampling runs the
-    tuned four-tap path of :func:`bilinear_sample`.
+    is the same array in both. 2-D bilinear sampling runs the tuned four-tap path of :func:`bilinear_sample`.
+    On CPUs the batch is sampled as one flat array (not a ``vmap``), which makes the image gradient one set of
+    scatters instead of a batched scatter: faster on one device. On GPUs and TPUs
+    (:func:`visattn_jax.backend.resolve_backend`) each image is sampled by its own gathers (a ``vmap``: gathers
+    with a batch dimension), which XLA's partitioner keeps on the chip that holds the image when the batch is
+    sharded; the flat form made a data-parallel step gather every chip's images to every chip (compiled for
+    v5e: 4 all-gathers of the ST-CNN step's feature maps, none per image). Both give the same numbers.
 
     Args:
       images: ``[N, H, W, C]`` or ``[N, D, H, W, C]`` floating.
@@ -489,12 +495,17 @@ def grid_sample(
         )
     n = images.shape[0]
     ctype = _compute_dtype(images.dtype)
-    if images.ndim == 4 and mode == "bilinear":
-        batch = jnp.arange(n, dtype=jnp.uint32).reshape((n,) + (1,) * (grid.ndim - 2))
-        out = _sample(images, batch, grid, align_corners, padding_mode, ctype)
+    if images.ndim == 4 and mode == "bilinear":  # the tuned 2-D bilinear core, uint32 indices
+        index_type = jnp.uint32
+        core = partial(_sample, align_corners=align_corners, padding_mode=padding_mode, ctype=ctype)
     else:
-        batch = jnp.arange(n, dtype=jnp.int32).reshape((n,) + (1,) * (grid.ndim - 2))
-        out = _sample_nd(images, batch, grid, mode, align_corners, padding_mode, ctype)
+        index_type = jnp.int32
+        core = partial(_sample_nd, mode=mode, align_corners=align_corners, padding_mode=padding_mode, ctype=ctype)
+    if resolve_backend() == "cpu":  # one flat set of gathers over the batch
+        batch = jnp.arange(n, dtype=index_type).reshape((n,) + (1,) * (grid.ndim - 2))
+        out = core(images, batch, grid)
+    else:  # per image: gathers with a batch dimension, which a sharded batch keeps on its own chip
+        out = jax.vmap(lambda image, coords: core(image[None], jnp.zeros((), index_type), coords))(images, grid)
     return out.astype(images.dtype)
 
 

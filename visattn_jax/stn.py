@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from visattn_jax.backend import resolve_backend
 from visattn_jax.grids import affine_grid, attention_grid, base_coords, projective_grid, tps_grid
 from visattn_jax.sampling import grid_sample, separable_sample
 
@@ -30,7 +31,8 @@ SAMPLERS = ("auto", "grid_sample", "separable")
 
 def resolve_sampler(sampler: str, transform: str, *, backend: str | None = None) -> str:
     """``"grid_sample"`` or ``"separable"`` for a transformer's ``sampler`` setting: ``"auto"`` is
-    ``"separable"`` for the attention transform on TPU (``backend``, default ``jax.default_backend()``) and
+    ``"separable"`` for the attention transform on TPU (``backend``, default
+    :func:`visattn_jax.backend.resolve_backend`) and
     ``"grid_sample"`` otherwise.
 
     Why: compiled for a v5e chip (``python -m experiments.tpu_sampler``, docs/tpu.md), XLA's cost
@@ -45,7 +47,7 @@ def resolve_sampler(sampler: str, transform: str, *, backend: str | None = None)
         )
     if sampler != "auto":
         return sampler
-    tpu = (backend or jax.default_backend()) == "tpu"
+    tpu = resolve_backend(backend) == "tpu"
     return "separable" if tpu and transform == "attention" else "grid_sample"
 
 
