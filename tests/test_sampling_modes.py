@@ -114,8 +114,14 @@ def test_non_finite_coordinates_read_zero_with_zero_gradients(dims, mode, paddin
     "dims,mode", [(2, "bilinear"), (2, "nearest"), (2, "bicubic"), (3, "nearest"), (3, "bilinear")]
 )
 def test_inf_and_nan_pixels_under_zero_weight_taps_stay_out(dims, mode):
-    """PyTorch returns NaN when a tap of weight 0 holds inf (0 * inf); here such a tap contributes nothing."""
-    images = _random((1, *IMAGE[dims][1:]), 8)
+    """PyTorch returns NaN when a tap of weight 0 holds inf (0 * inf); here such a tap contributes nothing. 2-D
+    bilinear runs three forward forms by channel count (1; 2 to 8, a zero border; more): each is checked."""
+    for channels in (1, 3, 16) if (dims, mode) == (2, "bilinear") else (IMAGE[dims][-1],):
+        _check_zero_weight_taps(dims, mode, channels)
+
+
+def _check_zero_weight_taps(dims, mode, channels):
+    images = _random((1, *IMAGE[dims][1:-1], channels), 8)
     images[0, ..., 0, :] = np.inf  # the first column (x = 0) ...
     images[0, ..., -1, :] = np.nan  # ... and the last
     # Samples at integer pixel coordinates x = 2 (weights 0 at the columns beside it) and outside the image

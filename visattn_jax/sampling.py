@@ -335,6 +335,12 @@ def _tangent_of_image(d_images: jax.Array, batch, rows: tuple, cols: tuple, wy: 
     return jnp.sum(jnp.stack(weight, axis=-1)[..., None] * taps, axis=-2)
 
 
+#: Up to this many channels, the forward pass reads zero-weight taps from a zero border instead of selecting their
+#: products away (measured on 2 cores, 2026-12-07: faster from 2 to 8 channels; at 1 channel the select form
+#: vectorises, from 16 the copy of the image costs more than the select).
+_PAD_MAX_CHANNELS = 8
+
+
 @jax.custom_jvp
 def _combine_taps(images: jax.Array, batch, rows: tuple, cols: tuple, wy: tuple, wx: tuple) -> jax.Array:
     """``sum_ab wy[a] wx[b] images[batch, rows[a], cols[b]]``: the bilinear combination of the 2 x 2 taps.
@@ -348,6 +354,15 @@ def _combine_taps(images: jax.Array, batch, rows: tuple, cols: tuple, wy: tuple,
     transposes it (:func:`_tangent_of_image`: flat scatters for the image gradient, the corner values
     reused for the coordinate gradient).
     """
+    _, height, width, channels = images.shape
+    if 1 < channels <= _PAD_MAX_CHANNELS:
+        # A zero row and column that every tap of weight 0 reads, so the combination needs no select: a select on
+        # [..., C] products with a few channels kept XLA:CPU's loop from vectorising (224x224x3: 2.2-2.6x the
+        # time of the plain products, against 0.9-1.2x for this form, which pays for copying the image once).
+        padded = jnp.pad(images, ((0, 0), (0, 1), (0, 1), (0, 0)))
+        rows = tuple(jnp.where(w != 0, r, jnp.uint32(height)) for w, r in zip(wy, rows, strict=True))
+        cols = tuple(jnp.where(w != 0, c, jnp.uint32(width)) for w, c in zip(wx, cols, strict=True))
+        return _linear_in_weights(wy, wx, _tap_values(padded, batch, rows, cols, wy[0].dtype))
     return _bilinear(wy, wx, _tap_values(images, batch, rows, cols, wy[0].dtype))
 
 
