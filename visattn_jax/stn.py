@@ -36,8 +36,8 @@ def resolve_sampler(sampler: str, transform: str, *, backend: str | None = None)
     ``"grid_sample"`` otherwise.
 
     Why: compiled for a v5e chip (``python -m experiments.tpu_sampler``, docs/tpu.md), XLA's cost
-    analysis charges a crop of 64 images 60x60 -> 60x60 2,296 MB of memory traffic with ``grid_sample``'s gathers
-    and 9 MB with ``separable_sample``'s matmuls (forward; 3,423 against 19 MB with the gradient). On CPUs and
+    analysis charges a crop of 64 images 60x60 -> 60x60 2,294 MB of memory traffic with ``grid_sample``'s gathers
+    and 9 MB with ``separable_sample``'s matmuls (forward; 3,419 against 19 MB with the gradient). On CPUs and
     GPUs the gathers, which read only the pixels they need, stay the default."""
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {list(SAMPLERS)}, got {sampler!r}.")
