@@ -455,3 +455,15 @@ def test_summary_records_the_code_version_date_and_libraries(tmp_path):
     assert record["commit"] is None or len(record["commit"]) >= 7  # None only outside a git checkout
     assert [r["start_step"] for r in summary["invocations"]] == [0, 2]
     json.dumps(summary)  # serialisable as summary.json
+
+
+def test_the_digit_models_are_in_the_registry_with_their_known_sizes():
+    """The STN and RAM papers' models by name, at their registered canvases (28x28 STN digits, 60x60 RAM canvases):
+    the counts the experiments README reports (CNN 68,522 and FCN 68,182 on 28x28; RAM 209,677 with an 8x8
+    one-scale retina; the RAM paper's conv baseline 251,442 and ours 3,741,322 on 60x60)."""
+    counts = {"stn_cnn": 68_522, "stn_fcn": 68_182, "ram": 209_677, "ram_conv_paper": 251_442, "ram_conv": 3_741_322}
+    for name, count in counts.items():
+        assert models.num_params(name) == count, name
+    assert models.model_info("ram").objective().loss.__qualname__.startswith("reinforce_objective")
+    assert models.model_info("st_cnn").figure.__name__ == "transformer_figure"
+    assert models.model_info("stn_cnn").figure is None

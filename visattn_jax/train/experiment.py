@@ -98,8 +98,10 @@ def build_task(config, *, shapes_only: bool = False) -> BuiltTask:
         built = model_and_objective(shape) if shape is not None else None
         data = load_data(config, shapes_only=shapes_only)
         model, info, objective = built or model_and_objective(data.input_shape)
-    except ValueError as error:
-        raise error if isinstance(error, ConfigError) else ConfigError(str(error)) from error
+    except ConfigError:
+        raise
+    except ValueError as error:  # an unknown dataset or distortion, a bad option: one message, before any data
+        raise ConfigError(str(error)) from error
     return BuiltTask(classification_task(model, data, objective=objective), model, objective, data, info.figure)
 
 
