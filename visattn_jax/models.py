@@ -31,7 +31,14 @@ import numpy as np
 
 from visattn_jax import viz
 from visattn_jax.cbam import cbam_attention
-from visattn_jax.objectives import Objective, apply_eval, cross_entropy_objective, reinforce_objective, takes_argument
+from visattn_jax.objectives import (
+    Objective,
+    apply_eval,
+    cross_entropy_objective,
+    eval_kwargs,
+    reinforce_objective,
+    takes_argument,
+)
 from visattn_jax.ram import RAM, ConvBaseline
 from visattn_jax.residual_attention import CIFAR_ATTENTION, ResidualAttentionNet
 from visattn_jax.resnet import ResNet
@@ -138,7 +145,7 @@ def _input_shape(name: str, batch: int = 1) -> tuple[int, int, int, int]:
 def _init_variables(model: nn.Module, images: jax.Array) -> Any:
     """All variables of ``model`` (params and state) for ``images``, initialised as its evaluation mode calls it."""
     key = jax.random.PRNGKey(0)
-    kwargs = {"train": False} if takes_argument(model, "train") else {}
+    kwargs = eval_kwargs(model)
     return model.init(key, images, key, **kwargs) if takes_argument(model, "key") else model.init(key, images, **kwargs)
 
 

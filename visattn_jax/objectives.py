@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-__all__ = ["Objective", "apply_eval", "cross_entropy_objective", "reinforce_objective", "takes_argument"]
+__all__ = ["Objective", "apply_eval", "cross_entropy_objective", "eval_kwargs", "reinforce_objective", "takes_argument"]
 
 Params = Any
 ModelState = Any
@@ -57,6 +57,12 @@ def takes_argument(model: nn.Module, name: str) -> bool:
     return name in inspect.signature(type(model).__call__).parameters
 
 
+def eval_kwargs(model: nn.Module) -> dict[str, bool]:
+    """``{"train": False}`` for a module whose ``__call__`` takes ``train``, else ``{}``: evaluation-mode keyword
+    arguments (initialisation, prediction, counting)."""
+    return {"train": False} if takes_argument(model, "train") else {}
+
+
 def _split(variables: dict) -> tuple[Params, ModelState]:
     return {"params": variables["params"]}, {k: v for k, v in variables.items() if k != "params"}
 
@@ -65,7 +71,7 @@ def apply_eval(model: nn.Module, variables: Any, images: jax.Array, key: jax.Arr
     """``model``'s evaluation-mode output for ``images``: ``train=False`` for modules that take it, a key (default
     ``PRNGKey(0)``) for modules that take one (RAM: its output dict). For counting, compiling and figures of
     any registered model."""
-    kwargs = {"train": False} if takes_argument(model, "train") else {}
+    kwargs = eval_kwargs(model)
     if takes_argument(model, "key"):
         return model.apply(variables, images, jax.random.PRNGKey(0) if key is None else key, **kwargs)
     return model.apply(variables, images, **kwargs)
@@ -79,8 +85,7 @@ def cross_entropy_objective(label_smoothing: float = 0.0) -> Objective:
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}.")
 
     def init(model, key, images):
-        kwargs = {"train": False} if takes_argument(model, "train") else {}
-        return _split(model.init(key, images, **kwargs))
+        return _split(model.init(key, images, **eval_kwargs(model)))
 
     def loss(model, params, model_state, images, labels, key):
         variables = {**params, **model_state}
@@ -102,8 +107,7 @@ def cross_entropy_objective(label_smoothing: float = 0.0) -> Objective:
 
     def predict(model, params, model_state, images, key):
         del key
-        kwargs = {"train": False} if takes_argument(model, "train") else {}
-        return model.apply({**params, **model_state}, images, **kwargs).astype(jnp.float32)
+        return model.apply({**params, **model_state}, images, **eval_kwargs(model)).astype(jnp.float32)
 
     return Objective(init, loss, predict)
 
