@@ -43,7 +43,7 @@ from visattn_jax.ram import RAM, ConvBaseline
 from visattn_jax.residual_attention import CIFAR_ATTENTION, ResidualAttentionNet
 from visattn_jax.resnet import ResNet
 from visattn_jax.se import se_attention
-from visattn_jax.stn import FCN, stn_classifier
+from visattn_jax.stn import FCN, ConvLocalization, SpatialTransformer, STClassifier, stn_classifier
 
 __all__ = [
     "ModelInfo",
@@ -388,6 +388,31 @@ for _depth in (20, 32, 44, 56, 110):
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Spatial transformer networks on natural images: the STN paper's claim that the module drops into any network,
+# here a spatial transformer (affine by default; the ST-CNN's localisation net: 2x average pool, two 5x5 convs of
+# 20 with max pooling, FC 50, identity-initialised regression) in front of a CIFAR ResNet.
+def _st_network(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """``builder``'s network behind a spatial transformer: ``transform=`` picks its transform, the rest goes to
+    the network."""
+
+    def build(*, transform: str = "affine", **overrides: Any) -> nn.Module:
+        transformer = SpatialTransformer(localization=ConvLocalization(), transform=transform)
+        return STClassifier(classifier=builder(**overrides), transformer=transformer)
+
+    return build
+
+
+for _depth in (20, 32, 44, 56, 110):
+    register(
+        f"cifar_st_resnet{_depth}",
+        _st_network(functools.partial(_cifar_resnet, _depth)),
+        input_size=32,
+        figure=viz.transformer_figure,
+        options=(*IMAGE_OPTIONS, "transform"),
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Residual Attention Networks (visattn_jax.residual_attention). ImageNet: the Caffe prototxts' Attention-56 and
 # -92 (31.81M / 6.27 G and 52.47M / 10.53 G multiply-adds); CIFAR: Attention-(36m + 20), see CIFAR_ATTENTION.
 register(
@@ -409,6 +434,24 @@ for _m, _depth in ((1, 56), (2, 92), (3, 128), (4, 164), (6, 236)):
         input_size=32,
         figure=viz.mask_figure,
     )
+# A small Residual Attention network for 60x60 digit canvases (the cross-family comparison on cluttered MNIST):
+# Attention-56's layout (one module per stage, p = 1, t = 2, r = 1, masks pooling 3 / 2 / 1 times) after the
+# ImageNet stem (7x7/2 conv, 3x3/2 max pool: 60 -> 15), widths 32 / 64 / 128 / 128 and the last stage at 4x4.
+register(
+    "digit_attention56",
+    _with_defaults(
+        ResidualAttentionNet,
+        modules_per_stage=(1, 1, 1),
+        widths=(16, 32, 64, 64),
+        stem_features=16,
+        last_stage_stride=1,
+        num_classes=10,
+        in_channels=1,
+    ),
+    input_size=60,
+    input_channels=1,
+    figure=viz.mask_figure,
+)
 register(
     "cifar_attention452",
     _with_defaults(ResidualAttentionNet, modules_per_stage=(6, 6, 6), p=2, t=4, r=3, bottom_units=3, **CIFAR_ATTENTION),
@@ -421,7 +464,7 @@ register(
 # The digit models of the STN paper (visattn_jax.stn; Table 1: distorted MNIST) and of the RAM paper
 # (visattn_jax.ram; Tables 1-2: MNIST, translated and cluttered canvases). One input channel; their layers
 # depend on the canvas, so the builders take the side of the images they will see (``input_size``).
-_STN_OPTIONS = ("num_classes", "input_size")
+_STN_OPTIONS = ("num_classes", "input_size", "view_size")
 register("stn_cnn", functools.partial(stn_classifier, "cnn"), input_size=28, input_channels=1, options=_STN_OPTIONS)
 register("stn_fcn", functools.partial(stn_classifier, "fcn"), input_size=28, input_channels=1, options=_STN_OPTIONS)
 for _name in ("st_cnn", "st_fcn"):
@@ -431,7 +474,18 @@ for _name in ("st_cnn", "st_fcn"):
         input_size=28,
         input_channels=1,
         figure=viz.transformer_figure,
-        options=(*_STN_OPTIONS, "transform", "st_output_size"),
+        options=("num_classes", "input_size", "transform", "st_output_size"),
+    )
+# The STN paper's CNN with channel or channel-and-spatial attention after each convolution (stn.CNN's hook): the
+# SE and CBAM CNNs "of the same size" of the cross-family comparison (reduction 16: 32 -> 2 -> 32 channels).
+for _name, _attention in (("stn_se_cnn", se_attention(reduction=16)), ("stn_cbam_cnn", cbam_attention(reduction=16))):
+    register(
+        _name,
+        functools.partial(stn_classifier, "cnn", attention=_attention),
+        input_size=28,
+        input_channels=1,
+        figure=viz.excitation_figure,
+        options=_STN_OPTIONS,
     )
 _RAM_OPTIONS = ("num_glimpses", "glimpse_size", "num_scales", "antialias", "core", "location_std", "sensor_method")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -55,6 +56,7 @@ __all__ = [
     "CNN",
     "FCN",
     "TRANSFORMS",
+    "Resample",
     "ConvLocalization",
     "FCLocalization",
     "STClassifier",
@@ -158,6 +160,26 @@ class SpatialTransformer(nn.Module):
         return grid_sample(x, grid.astype(x.dtype), align_corners=self.align_corners, padding_mode=self.padding_mode)
 
 
+class Resample(nn.Module):
+    """A spatial transformer frozen at the identity: the input resampled (bilinear, the same sampler) to
+    ``output_shape``, with no localisation net and nothing learned. For half the side it is exactly the 2x2
+    average. It gives a baseline classifier the view an ST classifier's transformer starts from, so the two
+    differ only in the transformer (``stn_classifier(..., view_size=)``)."""
+
+    output_shape: Sequence[int]
+    align_corners: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if x.ndim != 4:
+            raise ValueError(f"Resample expects [N, H, W, C] images, got shape {x.shape}.")
+        shape = tuple(self.output_shape)
+        identity = jnp.asarray(TRANSFORMS["affine"].identity(), x.dtype)
+        grid = affine_grid(identity.reshape(2, 3), shape, align_corners=self.align_corners)
+        grid = jnp.broadcast_to(grid, (x.shape[0], *grid.shape))
+        return grid_sample(x, grid, align_corners=self.align_corners)
+
+
 def _flatten(x: jax.Array) -> jax.Array:
     return x.reshape(x.shape[0], -1)
 
@@ -195,17 +217,37 @@ class ConvLocalization(nn.Module):
 
 
 class CNN(nn.Module):
-    """The paper's CNN classifier: conv 9x9 -> max-pool 2 -> conv 7x7 -> max-pool 2 -> FC -> class logits."""
+    """The paper's CNN classifier: conv 9x9 -> max-pool 2 -> conv 7x7 -> max-pool 2 -> FC -> class logits.
+
+    Attributes:
+      num_classes: classifier size.
+      filters: channels of the two convolutions.
+      attention: None, or a factory (``name=`` -> Linen module ``[N, H, W, C] -> [N, H, W, C]``) applied after
+        each convolution's ReLU, before its pooling: the same hook as the ResNets' (:mod:`visattn_jax.resnet`),
+        so an SE or CBAM CNN is this CNN with ``attention=se_attention(...)`` / ``cbam_attention(...)``
+        (registered as ``stn_se_cnn`` / ``stn_cbam_cnn``). A module whose ``__call__`` takes ``train`` (CBAM's
+        BatchNorm) receives the network's.
+    """
 
     num_classes: int = 10
     filters: Sequence[int] = (32, 32)
+    attention: Callable[..., nn.Module] | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        for width, size in zip(self.filters, (9, 7), strict=True):
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        for i, (width, size) in enumerate(zip(self.filters, (9, 7), strict=True)):
             x = nn.relu(nn.Conv(width, (size, size))(x))
+            if self.attention is not None:
+                x = _call(self.attention(name=f"attention{i + 1}"), x, train)
             x = nn.max_pool(x, (2, 2), strides=(2, 2))
         return nn.Dense(self.num_classes)(_flatten(x))
+
+
+def _call(module: nn.Module, x: jax.Array, train: bool) -> jax.Array:
+    """``module(x)``, with ``train=`` when its ``__call__`` takes it (BatchNorm inside)."""
+    if "train" in inspect.signature(type(module).__call__).parameters:
+        return module(x, train=train)
+    return module(x)
 
 
 class FCN(nn.Module):
@@ -234,7 +276,9 @@ class STClassifier(nn.Module):
     transformer: nn.Module | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        """``[N, H, W, C]`` -> ``[N, num_classes]``; ``train`` reaches a classifier that takes it (a ResNet's
+        BatchNorm, CBAM's)."""
         if jnp.ndim(x) != 4:
             raise ValueError(
                 f"STClassifier expects images [N, H, W, C], got shape {jnp.shape(x)}; add the channel axis "
@@ -242,7 +286,7 @@ class STClassifier(nn.Module):
             )
         if self.transformer is not None:
             x = self.transformer(x)
-        return self.classifier(x)
+        return _call(self.classifier, x, train)
 
 
 def fcn_features_matching_cnn(size: int, num_classes: int = 10, channels: int = 1) -> tuple[int, int]:
@@ -266,6 +310,7 @@ def stn_classifier(
     transform: str = "affine",
     input_size: int = 28,
     st_output_size: int | None = None,
+    view_size: int | None = None,
     num_classes: int = 10,
     **overrides: Any,
 ) -> STClassifier:
@@ -277,6 +322,9 @@ def stn_classifier(
       input_size: side of the (square) input images.
       st_output_size: side of the transformer's output (the paper halves it for RTS and cluttered MNIST);
         default: ``input_size``.
+      view_size: baselines only: the classifier reads the input resampled to this side (:class:`Resample`,
+        the identity transform's view: for ``st_output_size = input_size / 2``, a CNN that differs from the
+        ST-CNN only in the transformer); default: the input as it is.
       num_classes: number of classes.
       **overrides: fields of the classifier (``filters=`` for CNNs, ``features=`` for FCNs; default FCN widths:
         :func:`fcn_features_matching_cnn`, as many parameters as the CNN on the same input).
@@ -289,7 +337,11 @@ def stn_classifier(
         raise ValueError(f"Unknown model {model!r}; choose one of {sorted(builders)}.")
     if model.startswith("st_") and transform not in TRANSFORMS:
         raise ValueError(f"Unknown transform {transform!r}; choose one of {sorted(TRANSFORMS)}.")
-    size = (st_output_size or input_size) if model.startswith("st_") else input_size
+    if view_size is not None and model.startswith("st_"):
+        raise ValueError(f"view_size is for the baselines (cnn, fcn); {model} sets its view with st_output_size.")
+    if view_size is not None and not 0 < view_size:
+        raise ValueError(f"view_size must be a positive side in pixels, got {view_size}.")
+    size = (st_output_size or input_size) if model.startswith("st_") else (view_size or input_size)
     if model.endswith("fcn") and "features" not in overrides:
         overrides["features"] = fcn_features_matching_cnn(size, num_classes)
     classifier = builders[model](num_classes=num_classes, **overrides)
@@ -297,4 +349,6 @@ def stn_classifier(
     if model.startswith("st_"):
         localization = ConvLocalization() if model == "st_cnn" else FCLocalization()
         transformer = SpatialTransformer(localization=localization, transform=transform, output_shape=(size, size))
+    elif view_size is not None:
+        transformer = Resample(output_shape=(size, size))
     return STClassifier(classifier=classifier, transformer=transformer)
