@@ -52,5 +52,5 @@ for item in "${cells[@]}"; do
   done
 done
 if [ "$experiment" = compare ]; then
-  .venv/bin/python -m experiments.compare_report
+  .venv/bin/python -m experiments.compare_report --speed
 fi

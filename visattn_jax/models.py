@@ -6,7 +6,8 @@ whose plain ResNets timm does not have), and say what they are for the CIFAR net
 ``cifar_preact_resnet164``). ``list_models()`` lists them. Every model maps float NHWC images to float32
 logits: ``model.apply(variables, images, train=False)``; ``train=True`` with ``mutable=["batch_stats"]``
 trains (returns ``(logits, {"batch_stats": ...})``). The digit models of the STN and RAM papers are here too
-(``st_cnn``, ``stn_fcn``, ``ram``, ``ram_conv`` ...): they take no ``train`` argument (RAM takes a key).
+(``st_cnn``, ``stn_fcn``, ``ram``, ``ram_conv`` ...): the STN classifiers take ``train`` (it reaches an attention
+module's BatchNorm, CBAM's, when they have one), RAM and its baselines do not (RAM takes a key).
 
 Each entry (:func:`model_info`) carries what training and reporting need besides the network: its
 :class:`~visattn_jax.objectives.Objective` (cross-entropy, or RAM's REINFORCE hybrid), the figure of what its

@@ -12,11 +12,13 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
+    "attention_panels",
     "excitation_figure",
     "glimpse_figure",
     "grid_to_pixels",
     "mask_figure",
     "plot_attention_masks",
+    "plot_attention_overview",
     "plot_excitations",
     "plot_glimpses",
     "plot_misclassified",
@@ -25,6 +27,16 @@ __all__ = [
     "sown_values",
     "transformer_figure",
 ]
+
+
+def _save(fig, path: str | Path, *, title: str = "") -> Path:
+    """Titles ``fig`` (if ``title``), lays it out and writes it to ``path`` as a PNG; returns the path."""
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    return path
 
 
 def grid_to_pixels(grid: np.ndarray, height: int, width: int, *, align_corners: bool = False) -> np.ndarray:
@@ -103,10 +115,7 @@ def plot_transformer(
             ax.set_yticks([])
     axes[0, 0].set_ylabel("input + grid", fontsize=8)
     axes[1, 0].set_ylabel("transformer output", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    return path
+    return _save(fig, path)
 
 
 def plot_glimpses(
@@ -154,10 +163,7 @@ def plot_glimpses(
         ax.set_yticks([])
         if titles is not None:
             ax.set_title(titles[i], fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    return path
+    return _save(fig, path)
 
 
 def plot_training_curve(metrics_jsonl: str | Path, path: str | Path, *, title: str = "") -> Path:
@@ -189,12 +195,7 @@ def plot_training_curve(metrics_jsonl: str | Path, path: str | Path, *, title: s
     ax_err.set_ylabel("test error (%)")
     for ax in (ax_loss, ax_err):
         ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    return path
+    return _save(fig, path, title=title)
 
 
 def plot_misclassified(
@@ -225,10 +226,7 @@ def plot_misclassified(
         image = images[i]
         ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None)
         ax.set_title(f"{name(int(labels[i]))}\n-> {name(int(predictions[i]))}", fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    return path
+    return _save(fig, path)
 
 
 def plot_excitations(
@@ -302,10 +300,7 @@ def plot_attention_masks(images: np.ndarray, masks: dict[str, np.ndarray], path:
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    return path
+    return _save(fig, path)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -388,3 +383,138 @@ def mask_figure(model, variables, inputs, labels, folder, *, display=None, class
         stages[name.split("_")[0]] = mask
     shown = inputs if display is None else display
     return plot_attention_masks(np.asarray(shown[:6]), stages, Path(folder) / "attention_masks.png")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One figure for many mechanisms: what each network attends to on the same images (the cross-family comparison,
+# experiments/compare_report.py). A network's panel is read from what it computes, not from its family: a
+# sampling grid it sows (spatial transformers), glimpse locations it returns (RAM), soft masks it sows (CBAM's
+# spatial gate, Residual Attention masks) or channel excitations (SE).
+
+
+def attention_panels(model, variables, inputs, *, key=None) -> dict:
+    """What ``model`` attends to on each of ``inputs`` ``[n, H, W, C]``, as data to draw, in this order of
+    preference:
+
+    - ``{"kind": "grid", "grid": [n, h, w, 2]}``: a sown sampling grid (normalised, pull: where each output
+      pixel reads; the first transformer's);
+    - ``{"kind": "glimpses", "locations": [n, T, 2], "size", "num_scales"}``: glimpse centres a model returns
+      (RAM; one episode sampled with ``key``, default ``PRNGKey(0)``);
+    - ``{"kind": "mask", "mask": [n, h, w]}``: the channel mean of the last sown soft mask at the finest
+      resolution (CBAM's spatial gate, a Residual Attention module's mask);
+    - ``{"kind": "excitation", "excitation": [n, C]}``: the last sown channel excitation (SE);
+    - ``{"kind": "none"}``: nothing of the kind (a plain network).
+
+    Every panel also has ``"predictions"`` ``[n]``. Evaluation mode (``train=False`` where the model takes it).
+    """
+    import jax
+    from flax import traverse_util
+
+    from visattn_jax.objectives import eval_kwargs, takes_argument
+
+    inputs = np.asarray(inputs)
+    args = ((jax.random.PRNGKey(0) if key is None else key),) if takes_argument(model, "key") else ()
+    outputs, state = model.apply(variables, inputs, *args, mutable=["intermediates"], **eval_kwargs(model))
+    logits = outputs["logits"] if isinstance(outputs, dict) else outputs
+    panel: dict = {"predictions": np.argmax(np.asarray(logits), -1)}
+    sown = traverse_util.flatten_dict(state.get("intermediates", {}), sep="/")
+
+    def leaves(name: str) -> list[np.ndarray]:
+        return [np.asarray(v[0]) for path, v in sown.items() if path == name or path.endswith("/" + name)]
+
+    if grids := leaves("grid"):
+        return {**panel, "kind": "grid", "grid": grids[0]}
+    if isinstance(outputs, dict) and "locations" in outputs:
+        return {
+            **panel,
+            "kind": "glimpses",
+            "locations": np.asarray(outputs["locations"]),
+            "size": model.glimpse_size,
+            "num_scales": model.num_scales,
+        }
+    if masks := leaves("mask"):
+        finest = max(m.shape[1] * m.shape[2] for m in masks)
+        last = [m for m in masks if m.shape[1] * m.shape[2] == finest][-1]
+        return {**panel, "kind": "mask", "mask": last.astype(np.float64).mean(-1)}
+    if excitations := leaves("excitation"):
+        return {**panel, "kind": "excitation", "excitation": excitations[-1].astype(np.float64)}
+    return {**panel, "kind": "none"}
+
+
+def plot_attention_overview(
+    images: np.ndarray,
+    rows: list[tuple[str, dict]],
+    path: str | Path,
+    *,
+    labels: np.ndarray | None = None,
+    title: str = "",
+) -> Path:
+    """One row per network, one column per image: what each attends to (:func:`attention_panels`) on the same
+    images. Grids: the sampled region's outline on the image; glimpses: the path and each glimpse's patches;
+    masks: the mask over the image; excitations: the channel gate as bars under the image. Each cell is titled
+    with the prediction (red when wrong).
+
+    Args:
+      images: ``[n, H, W, C]`` (C 1 or 3; uint8, or floats in [0, 1]) as they are shown.
+      rows: ``(row label, panels)`` per network, the panels of the same ``n`` images.
+      labels: int ``[n]`` true classes (marks wrong predictions).
+    """
+    import matplotlib
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    from visattn_jax.ram import glimpse_boxes
+
+    images = np.asarray(images)
+    images = images / 255.0 if images.dtype == np.uint8 else np.clip(images, 0, 1)
+    n, height, width = images.shape[:3]
+    fig = Figure(figsize=(1.5 * n + 1.4, 1.6 * len(rows) + (0.3 if title else 0)))
+    axes = fig.subplots(len(rows), n, squeeze=False)
+    for r, (name, panel) in enumerate(rows):
+        for i in range(n):
+            ax = axes[r, i]
+            shown = images[i] if images.shape[-1] == 3 else images[i, ..., 0]
+            ax.imshow(shown, cmap=None if images.shape[-1] == 3 else "gray", vmin=0, vmax=1)
+            kind = panel["kind"]
+            if kind == "grid":
+                pix = grid_to_pixels(panel["grid"][i], height, width)
+                outline = np.concatenate([pix[0, :], pix[:, -1], pix[-1, ::-1], pix[::-1, 0], pix[:1, 0]])
+                ax.plot(outline[:, 0], outline[:, 1], color="tab:orange", linewidth=1.2)
+            elif kind == "glimpses":
+                steps = panel["locations"].shape[1]
+                colors = matplotlib.colormaps["viridis"](np.linspace(0, 1, steps))
+                boxes = glimpse_boxes(
+                    panel["locations"][i],
+                    size=panel["size"],
+                    num_scales=panel["num_scales"],
+                    height=height,
+                    width=width,
+                )
+                centres = grid_to_pixels(panel["locations"][i], height, width)
+                ax.plot(centres[:, 0], centres[:, 1], color="white", linewidth=0.6, alpha=0.8)
+                for t in range(steps):
+                    left, top, right, bottom = boxes[t][0]  # the finest scale's patch
+                    ax.add_patch(
+                        Rectangle(
+                            (left, top), right - left, bottom - top, fill=False, linewidth=0.7, edgecolor=colors[t]
+                        )
+                    )
+            elif kind == "mask":
+                ax.imshow(panel["mask"][i], cmap="inferno", alpha=0.55, extent=(-0.5, width - 0.5, height - 0.5, -0.5))
+            elif kind == "excitation":
+                inset = ax.inset_axes((0.0, 0.0, 1.0, 0.3))
+                values = panel["excitation"][i]
+                inset.bar(np.arange(len(values)), values, width=1.0, color="tab:cyan")
+                inset.set_ylim(0, 1)
+                inset.set_xlim(-0.5, len(values) - 0.5)
+                inset.set_axis_off()
+            ax.set_xlim(-0.5, width - 0.5)
+            ax.set_ylim(height - 0.5, -0.5)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            prediction = int(panel["predictions"][i])
+            wrong = labels is not None and prediction != int(labels[i])
+            ax.set_title(f"pred {prediction}", fontsize=7, color="tab:red" if wrong else "black")
+            if i == 0:
+                ax.set_ylabel(name, fontsize=8)
+    return _save(fig, path, title=title)

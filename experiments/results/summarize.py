@@ -21,6 +21,8 @@ def main() -> None:
     seeds: dict[str, list[float]] = {}
     for path in sorted(HERE.glob("*/*.json")):
         summary = json.loads(path.read_text())
+        if "final" not in summary:  # not a run summary (compare/speed.json: measured training speeds)
+            continue
         config = summary["config"]
         minutes = summary["wall_seconds_this_run"] / 60
         rate = summary["train_images_per_second"]

@@ -24,6 +24,7 @@ from visattn_jax.train.loop import (
     make_train_step,
     resolve_epochs,
     restore_params,
+    restore_variables,
 )
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "make_train_step",
     "resolve_epochs",
     "restore_params",
+    "restore_variables",
     "stream_classification_task",
     "train_and_evaluate",
 ]

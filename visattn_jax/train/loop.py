@@ -50,6 +50,7 @@ __all__ = [
     "provenance",
     "resolve_epochs",
     "restore_params",
+    "restore_variables",
 ]
 
 Batch = Any
@@ -640,8 +641,7 @@ def _evaluation_history(metrics_jsonl: Path, final_step: int) -> list[dict[str, 
     return history
 
 
-def restore_params(workdir: str | Path) -> Any:
-    """The parameters of the latest checkpoint that :func:`fit` wrote in ``workdir`` (a host pytree)."""
+def _restore_latest(workdir: str | Path) -> dict[str, Any]:
     import orbax.checkpoint as ocp
 
     directory = Path(workdir).absolute() / "checkpoints"
@@ -651,4 +651,18 @@ def restore_params(workdir: str | Path) -> Any:
         step = manager.latest_step()
         if step is None:
             raise FileNotFoundError(f"No checkpoints in {directory}.")
-        return manager.restore(step, args=ocp.args.StandardRestore())["params"]
+        return manager.restore(step, args=ocp.args.StandardRestore())
+
+
+def restore_params(workdir: str | Path) -> Any:
+    """The parameters of the latest checkpoint that :func:`fit` wrote in ``workdir`` (a host pytree)."""
+    return _restore_latest(workdir)["params"]
+
+
+def restore_variables(workdir: str | Path) -> dict[str, Any]:
+    """The variables evaluation uses, from the latest checkpoint that :func:`fit` wrote in ``workdir``: the
+    parameters (their EMA when the run kept one) and the model state (BatchNorm statistics), as one dict for
+    ``model.apply`` (``{"params": ..., "batch_stats": ...}``; host arrays)."""
+    state = _restore_latest(workdir)
+    params = state["params"] if state.get("ema_params") is None else state["ema_params"]
+    return {**params, **(state.get("model_state") or {})}

@@ -1,0 +1,171 @@
+"""The cross-family comparison: its models (SE / CBAM CNNs, ST-ResNets, the digit Residual Attention network, the
+baselines' identity view), its configs, the attention panels of every mechanism and the report."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from experiments import compare_report
+from experiments.configs import compare
+from visattn_jax import models, stn, train, viz
+from visattn_jax.data import input_shape
+from visattn_jax.objectives import eval_kwargs, takes_argument
+
+pytestmark = pytest.mark.usefixtures("standard_dtype_promotion")
+
+
+def _variables(model, shape, key=0):
+    images = jnp.zeros((2, *shape))
+    if takes_argument(model, "key"):
+        return model.init(jax.random.PRNGKey(key), images, jax.random.PRNGKey(1))
+    return model.init(jax.random.PRNGKey(key), images, **eval_kwargs(model))
+
+
+@pytest.mark.parametrize("dataset", list(compare.MODELS))
+def test_every_compare_cell_builds_its_registry_model(dataset):
+    for cell, name in compare.MODELS[dataset].items():
+        config = compare.get_config(f"{dataset},{cell}")
+        assert config.model == name and name in models.list_models()
+        model, info = train.build_model(config, input_shape(config))
+        assert info is models.model_info(name)
+    with pytest.raises(ValueError, match="MODEL of cifar10 must be one of resnet20"):
+        compare.get_config("cifar10,ram")
+    with pytest.raises(ValueError, match="DATASET must be one of"):
+        compare.get_config("svhn,cnn")
+
+
+def test_attention_cnns_add_exactly_their_modules_parameters():
+    """The SE and CBAM CNNs are the STN paper's CNN "of the same size": the CNN's 68,522 parameters (28x28) plus,
+    after each of its two 32-channel convolutions, SE's 32 -> 2 -> 32 MLP (2 x 32 + 2 + 2 x 32 + 32 = 162) or
+    CBAM's same MLP, 7x7 conv over 2 maps (98) and BatchNorm's scale and offset (2)."""
+    plain = models.num_params("stn_cnn")
+    assert plain == 68_522
+    assert models.num_params("stn_se_cnn") == plain + 2 * 162
+    assert models.num_params("stn_cbam_cnn") == plain + 2 * (162 + 98 + 2)
+    # The ST-ResNet-20: ResNet-20 plus the ST-CNN localisation net on 32x32x3 (convs 1,520 + 10,020, FC 4x4x20
+    # -> 50: 16,050, regression 50 -> 6: 306).
+    assert models.num_params("cifar_st_resnet20") == models.num_params("cifar_resnet20") + 1_520 + 10_020 + 16_050 + 306
+
+
+def test_resample_to_half_the_side_is_the_2x2_average_and_the_cnn_reads_it():
+    x = jax.random.uniform(jax.random.PRNGKey(0), (3, 8, 8, 2))
+    half = stn.Resample(output_shape=(4, 4)).apply({}, x)
+    average = x.reshape(3, 4, 2, 4, 2, 2).mean((2, 4))
+    np.testing.assert_allclose(half, average, atol=1e-6)
+    # A baseline with view_size is the CNN on that view, with the CNN's own parameters (nothing else learned).
+    viewed = stn.stn_classifier("cnn", input_size=8, view_size=4)
+    variables = viewed.init(jax.random.PRNGKey(1), x)
+    plain = stn.CNN()
+    np.testing.assert_allclose(
+        viewed.apply(variables, x), plain.apply({"params": variables["params"]["classifier"]}, half), atol=1e-5
+    )
+    chex.assert_trees_all_equal_shapes(
+        variables["params"]["classifier"], plain.init(jax.random.PRNGKey(1), half)["params"]
+    )
+    with pytest.raises(ValueError, match="view_size is for the baselines"):
+        stn.stn_classifier("st_cnn", input_size=8, view_size=4)
+    with pytest.raises(ValueError, match="view_size must be a positive side"):
+        stn.stn_classifier("cnn", input_size=8, view_size=0)
+
+
+def test_st_resnet_starts_as_its_resnet():
+    """The transformer is initialised to the identity and samples the input's own pixel centres, so at
+    initialisation the ST-ResNet's logits are its ResNet's (the STN paper's drop-in claim, checked exactly)."""
+    st = models.create_model("cifar_st_resnet20")
+    variables = _variables(st, (32, 32, 3))
+    images = jax.random.normal(jax.random.PRNGKey(2), (2, 32, 32, 3))
+    resnet = models.create_model("cifar_resnet20")
+    inner = {"params": variables["params"]["classifier"], "batch_stats": variables["batch_stats"]["classifier"]}
+    np.testing.assert_allclose(
+        st.apply(variables, images, train=False), resnet.apply(inner, images, train=False), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_train_reaches_the_cbam_batchnorm_inside_the_cnn():
+    model = models.create_model("stn_cbam_cnn", input_size=28)
+    variables = _variables(model, (28, 28, 1))
+    images = jax.random.uniform(jax.random.PRNGKey(3), (4, 28, 28, 1))
+    _, state = model.apply(variables, images, train=True, mutable=["batch_stats"])
+    moved = jax.tree_util.tree_map(lambda a, b: bool(jnp.any(a != b)), state["batch_stats"], variables["batch_stats"])
+    assert all(jax.tree_util.tree_leaves(moved))  # both CBAM blocks' spatial BatchNorm statistics updated
+    np.testing.assert_array_equal(model.apply(variables, images), model.apply(variables, images, train=False))
+
+
+@pytest.mark.parametrize(
+    "name,options,shape,kind",
+    [
+        ("stn_cnn", {"input_size": 60, "view_size": 30}, (60, 60, 1), "none"),
+        ("st_cnn", {"input_size": 60, "st_output_size": 30}, (60, 60, 1), "grid"),
+        ("ram", {"num_glimpses": 3, "glimpse_size": 12, "num_scales": 3}, (60, 60, 1), "glimpses"),
+        ("stn_se_cnn", {"input_size": 60, "view_size": 30}, (60, 60, 1), "excitation"),
+        ("stn_cbam_cnn", {"input_size": 60, "view_size": 30}, (60, 60, 1), "mask"),
+        ("digit_attention56", {}, (60, 60, 1), "mask"),
+        ("cifar_st_resnet20", {}, (32, 32, 3), "grid"),
+    ],
+)
+def test_attention_panels_read_each_mechanism(name, options, shape, kind, tmp_path):
+    model = models.create_model(name, **options)
+    variables = _variables(model, shape)
+    images = jax.random.uniform(jax.random.PRNGKey(4), (3, *shape))
+    panel = viz.attention_panels(model, variables, images)
+    assert panel["kind"] == kind and panel["predictions"].shape == (3,)
+    if kind == "grid":  # the transformer's output grid, in [-1, 1] at the identity
+        assert panel["grid"].shape[0] == 3 and np.abs(panel["grid"]).max() <= 1.0
+    if kind == "glimpses":
+        assert panel["locations"].shape == (3, 3, 2) and panel["size"] == 12
+    if kind == "mask":  # the finest mask: CBAM's after the first convolution (30x30), the RAN's first stage
+        assert panel["mask"].shape == ((3, 30, 30) if name == "stn_cbam_cnn" else (3, 15, 15))
+    if kind == "excitation":
+        assert panel["excitation"].shape == (3, 32) and 0 <= panel["excitation"].min()
+    path = viz.plot_attention_overview(
+        np.asarray(images), [(name, panel)], tmp_path / "overview.png", labels=np.zeros(3, int)
+    )
+    assert path.stat().st_size > 0
+
+
+def test_welch_t_matches_scipy():
+    from scipy import stats
+
+    a, b = [30.58, 30.91, 30.49], [29.02, 30.55, 29.8]
+    difference, t = compare_report.welch(a, b)
+    assert difference == pytest.approx(np.mean(a) - np.mean(b))
+    assert t == pytest.approx(stats.ttest_ind(a, b, equal_var=False).statistic)
+    assert math.isnan(compare_report.welch([1.0], [2.0, 3.0])[1])
+
+
+def test_compare_report_tables_and_figure_from_runs(tmp_path):
+    """Two cells trained one step on mock data, through experiments.main's path; the report reads their
+    summaries (a second seed copied from the first) and checkpoints and writes the table and the figure."""
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    out.mkdir()
+    with tfds.testing.mock_data(num_examples=64):
+        for cell in ("cnn", "cbam_cnn"):
+            config = compare.get_config(f"cluttered60,{cell}")
+            config.update(num_steps=1, batch_size=8, train_limit=64, test_limit=16, log_every=1, eval_every=0)
+            config.update(checkpoint_every=1, progress=False, figure=False)
+            train.train_and_evaluate(config, runs / f"cluttered60_{cell}_seed0")
+            for seed in (0, 1):
+                shutil.copy(
+                    runs / f"cluttered60_{cell}_seed0" / "summary.json", out / f"cluttered60_{cell}_seed{seed}.json"
+                )
+        (out / "speed.json").write_text(json.dumps({"cluttered60": {"cnn": 123.4}}))  # as --speed writes it
+        compare_report.main([f"--runs={runs}", f"--out={out}"])
+    text = (out / "tables.md").read_text()
+    assert "| cnn | none (baseline) |" in text and "| cbam_cnn | channel + spatial: CBAM |" in text
+    # On the 30x30 view the CNN has its 28x28 size (7x7x32 features into the classifier layer after two poolings).
+    assert "| 68,522 |" in text and "| 69,046 |" in text
+    assert "Budget: 1 steps of batch 8" in text
+    # The measured speed where there is one, else the runs' own (none: a 1-step run times no step).
+    assert "| 13.6 M | 123 |" in text and "| 13.7 M | - |" in text
+    assert (out / "cluttered60_attention.png").stat().st_size > 0
+    summary = json.loads((out / "cluttered60_cnn_seed0.json").read_text())
+    assert summary["steps"] == 1
