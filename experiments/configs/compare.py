@@ -15,10 +15,11 @@ the table and the figure of experiments/README.md, "Cross-family comparison").
 The budgets (2 CPU cores; every model of a dataset gets the same one, stated in the table):
   cluttered60  1,000 steps of batch 128 (128,000 images, 2.1 epochs of MNIST's 60,000 digits; new clutter
                every step), Adam 1e-3 with cosine decay, gradient norm clipped at 5 (ram_mnist.py's CPU recipe,
-               which gives RAM 20,000 steps): what 3 seeds of all six networks cost on these cores in about an
-               hour (RAM steps at about 4,000 images/s here, the CNNs at 500-900, the ST-CNN and the RAN at
-               500-600), far from convergence for every model and farthest for RAM, whose REINFORCE-trained
-               policy learns slowest per image.
+               which gives RAM 20,000 steps): what 3 seeds of all six networks cost on these cores in about 80
+               minutes (seed 2's six runs, mostly alone on the cores: 26 minutes; RAM steps at about 3,600
+               images/s here, the CNNs at 490-920, the ST-CNN and the RAN at
+               480-580), far from convergence for every model and farthest for RAM, whose
+               REINFORCE-trained policy learns slowest per image.
   cifar10      cifar.py's cpu3: He et al.'s schedule compressed to 3 epochs (SGD momentum 0.9, lr 0.1, /10 at
                epochs 1.5 and 2.25, weight decay 1e-4, batch 128, pad-crop-flip augmentation): the budget of the
                3-seed SE comparison of experiments/README.md, far from any network's converged error.
