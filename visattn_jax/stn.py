@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -23,6 +22,7 @@ import numpy as np
 
 from visattn_jax.backend import resolve_backend
 from visattn_jax.grids import affine_grid, attention_grid, base_coords, projective_grid, tps_grid
+from visattn_jax.objectives import takes_argument
 from visattn_jax.sampling import grid_sample, separable_sample
 
 #: How a spatial transformer samples: ``"grid_sample"`` (gathers, every transform), ``"separable"`` (two matmuls
@@ -245,7 +245,7 @@ class CNN(nn.Module):
 
 def _call(module: nn.Module, x: jax.Array, train: bool) -> jax.Array:
     """``module(x)``, with ``train=`` when its ``__call__`` takes it (BatchNorm inside)."""
-    if "train" in inspect.signature(type(module).__call__).parameters:
+    if takes_argument(module, "train"):
         return module(x, train=train)
     return module(x)
 
