@@ -25,20 +25,6 @@ from experiments.configs import compare
 
 _REPOSITORY = Path(__file__).resolve().parents[1]
 _NAME = re.compile(r"^(?P<dataset>[a-z0-9]+)_(?P<model>[a-z0-9_]+)_seed(?P<seed>\d+)$")
-#: The attention each cell's network adds, for the table's second column.
-MECHANISMS = {
-    "cnn": "none (baseline)",
-    "resnet20": "none (baseline)",
-    "st_cnn": "spatial: affine transformer",
-    "st_resnet20": "spatial: affine transformer",
-    "ram": "hard, recurrent: 6 glimpses",
-    "se_cnn": "channel: SE",
-    "se_resnet20": "channel: SE",
-    "cbam_cnn": "channel + spatial: CBAM",
-    "cbam_resnet20": "channel + spatial: CBAM",
-    "ran": "mixed: soft masks (Residual Attention)",
-    "attention56": "mixed: soft masks (Residual Attention)",
-}
 BASELINES = {"cluttered60": "cnn", "cifar10": "resnet20"}
 NUM_IMAGES = 6
 
@@ -127,7 +113,7 @@ def table(dataset: str, runs: dict[str, list[dict]], speeds: dict[str, float] | 
         else:
             rate = f"{statistics.mean(rates):.0f} (runs' mean)" if rates else "-"
         lines.append(
-            f"| {model} | {MECHANISMS[model]} | {mean} | {len(errors)}: {seeds} | {versus} | {params:,} "
+            f"| {model} | {compare.MECHANISMS[model]} | {mean} | {len(errors)}: {seeds} | {versus} | {params:,} "
             f"| {macs / 1e6:.1f} M | {rate} |"
         )
     steps = sorted({r["steps"] for model_runs in runs.values() for r in model_runs})

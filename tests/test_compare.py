@@ -37,6 +37,7 @@ def test_every_compare_cell_builds_its_registry_model(dataset):
         assert config.model == name and name in models.list_models()
         model, info = train.build_model(config, input_shape(config))
         assert info is models.model_info(name)
+        assert compare.MECHANISMS[cell]  # the report's "attention" column names every cell's mechanism
     with pytest.raises(ValueError, match="MODEL of cifar10 must be one of resnet20"):
         compare.get_config("cifar10,ram")
     with pytest.raises(ValueError, match="DATASET must be one of"):

@@ -54,6 +54,20 @@ MODELS = {
         "attention56": "cifar_attention56",
     },
 }
+#: The attention each cell's network adds, for the table's second column.
+MECHANISMS = {
+    "cnn": "none (baseline)",
+    "resnet20": "none (baseline)",
+    "st_cnn": "spatial: affine transformer",
+    "st_resnet20": "spatial: affine transformer",
+    "ram": "hard, recurrent: 6 glimpses",
+    "se_cnn": "channel: SE",
+    "se_resnet20": "channel: SE",
+    "cbam_cnn": "channel + spatial: CBAM",
+    "cbam_resnet20": "channel + spatial: CBAM",
+    "ran": "mixed: soft masks (Residual Attention)",
+    "attention56": "mixed: soft masks (Residual Attention)",
+}
 CLUTTERED_STEPS = 1000
 CIFAR_BUDGET = "cpu3"
 
