@@ -9,7 +9,12 @@ cores). Writes the tables to experiments/results/compare/tables.md and, for ever
 still in ``runs/compare/``, the figure of what each network attends to on the same six test images
 (``experiments/results/compare/<dataset>_attention.png``: sampling grids, glimpse paths, masks, excitations).
 
-  .venv/bin/python -m experiments.compare_report [--speed] [--runs=runs/compare] [--out=experiments/results/compare]
+  .venv/bin/python -m experiments.compare_report [--speed] [--datasets=cluttered60,cifar10] [--runs=runs/compare]
+      [--out=experiments/results/compare]
+
+``--datasets`` limits the speed measurement and the figures to those datasets (the tables are always written for
+every dataset with summaries, reading the others' speeds from speed.json): a dataset's rows compare with each
+other, so its models are measured together, and another dataset's figure and speeds stay as they were.
 """
 
 from __future__ import annotations
@@ -161,7 +166,16 @@ def main(argv: list[str] | None = None) -> None:
         help="measure every model's training images/s again, one after another in this process (the runs' own "
         "rates depend on what else shared the cores); written to <out>/speed.json, which later reports read",
     )
+    parser.add_argument(
+        "--datasets",
+        default=",".join(compare.MODELS),
+        help="comma-separated datasets whose speeds (--speed) and figures are made again (default: all)",
+    )
     args = parser.parse_args(argv)
+    chosen = [d for d in args.datasets.split(",") if d]
+    unknown = sorted(set(chosen) - set(compare.MODELS))
+    if unknown or not chosen:
+        parser.error(f"--datasets takes a comma-separated subset of {','.join(compare.MODELS)}; got {args.datasets!r}")
     summaries = read_summaries(args.out)
     if not summaries:
         raise SystemExit(f"No run summaries (<dataset>_<model>_seed<N>.json) in {args.out}: run the cells first.")
@@ -172,6 +186,8 @@ def main(argv: list[str] | None = None) -> None:
 
         with tempfile.TemporaryDirectory() as scratch:
             for dataset, runs in summaries.items():
+                if dataset not in chosen:
+                    continue
                 for model in runs:
                     rate = measure_speed(dataset, model, Path(scratch) / f"{dataset}_{model}")
                     speeds.setdefault(dataset, {})[model] = rate
@@ -182,6 +198,8 @@ def main(argv: list[str] | None = None) -> None:
         if dataset not in summaries:
             continue
         sections.append(f"### {dataset}\n\n{table(dataset, summaries[dataset], speeds.get(dataset))}")
+        if dataset not in chosen:
+            continue
         models = [m for m in compare.MODELS[dataset] if m in summaries[dataset]]
         path = figure(dataset, models, args.runs, args.out)
         if path is not None:

@@ -170,3 +170,10 @@ def test_compare_report_tables_and_figure_from_runs(tmp_path):
     assert (out / "cluttered60_attention.png").stat().st_size > 0
     summary = json.loads((out / "cluttered60_cnn_seed0.json").read_text())
     assert summary["steps"] == 1
+    # --datasets leaves another dataset's figure alone (and still writes every table); a wrong name is an error.
+    (out / "cluttered60_attention.png").unlink()
+    (out / "tables.md").unlink()
+    compare_report.main([f"--runs={runs}", f"--out={out}", "--datasets=cifar10"])
+    assert not (out / "cluttered60_attention.png").exists() and "| cnn |" in (out / "tables.md").read_text()
+    with pytest.raises(SystemExit):
+        compare_report.main([f"--out={out}", "--datasets=cifar100"])
