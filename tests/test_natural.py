@@ -254,6 +254,36 @@ def test_weight_decay_mask_skips_batch_norm_and_biases():
         train.make_optimizer(_config(weight_decay_mask="bn"))
 
 
+def test_lr_scales_slow_only_the_named_module():
+    """lr_scales={"transformer": 0.01}: the parameters inside any module of that name move 0.01x as far under
+    Nesterov momentum with coupled weight decay, over two steps (so the momentum trace is scaled too); the rest
+    move as without it. An unknown module name and a negative factor are clear errors."""
+    params = {
+        "transformer": {"localization": {"Dense_0": {"kernel": jnp.ones((2, 3)), "bias": jnp.ones(3)}}},
+        "classifier": {"transformer": {"kernel": jnp.full((2, 2), 2.0)}, "head": {"kernel": jnp.ones((2, 2))}},
+    }
+    grads = jax.tree_util.tree_map(lambda p: 0.5 * jnp.ones_like(p), params)
+    options = dict(optimizer="nesterov", momentum=0.9, learning_rate=0.1, weight_decay=1e-3)
+
+    def two_steps(config):
+        tx = train.make_optimizer(config)
+        state = tx.init(params)
+        first, state = tx.update(grads, state, params)
+        second, _ = tx.update(grads, state, params)
+        return jax.tree_util.tree_map(jnp.add, first, second)
+
+    plain = two_steps(_config(**options))
+    scaled = two_steps(_config(**options, lr_scales={"transformer": 0.01}))
+    for (path, slow), fast in zip(jax.tree_util.tree_leaves_with_path(scaled), jax.tree_util.tree_leaves(plain)):
+        factor = 0.01 if any(getattr(k, "key", None) == "transformer" for k in path) else 1.0
+        np.testing.assert_allclose(slow, factor * fast, rtol=1e-6)
+        assert float(jnp.abs(fast).min()) > 0
+    with pytest.raises(ValueError, match="no parameter lives inside a module of that name.*classifier, transformer"):
+        train.make_optimizer(_config(**options, lr_scales={"localisation": 0.1})).init(params)
+    with pytest.raises(ValueError, match="must be a number >= 0"):
+        train.make_optimizer(_config(**options, lr_scales={"transformer": -1.0}))
+
+
 def test_epochs_become_steps_with_warmup_and_step_decay():
     config = _config(num_epochs=10.0, warmup_epochs=1.0, decay_epochs=(5.0, 8.0), schedule="step", decay_factor=0.1)
     resolved = train.resolve_epochs(config, steps_per_epoch=100)

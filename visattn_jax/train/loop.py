@@ -21,6 +21,7 @@ so 1 and N devices compute the same step. The same code runs on 1 or N devices (
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import math
 import subprocess
@@ -194,7 +195,9 @@ def make_optimizer(config) -> optax.GradientTransformation:
     ``config.grad_clip_norm > 0`` clips the global gradient norm first. ``config.weight_decay`` adds
     ``weight_decay * params`` to the gradient (PyTorch SGD's coupled decay), to every parameter or, with
     ``config.weight_decay_mask="kernels"``, to convolution and dense kernels only (not BatchNorm parameters
-    and biases).
+    and biases). ``config.lr_scales`` (``{module name: factor}``) multiplies the learning rate of every parameter
+    inside a module of that name by ``factor``: the STN paper's practice of training the localisation network
+    slower than the rest (``{"transformer": 0.01}`` for a :class:`~visattn_jax.stn.STClassifier`).
     """
     schedule = make_schedule(config)
     optimizers = {
@@ -214,7 +217,25 @@ def make_optimizer(config) -> optax.GradientTransformation:
             raise ValueError(f"Unknown weight_decay_mask {mask!r}; choose all or kernels.")
         parts.append(optax.add_decayed_weights(config.weight_decay, mask=_decay_mask if mask == "kernels" else None))
     parts.append(optimizers[config.optimizer]())
+    for name, factor in (config.get("lr_scales") or {}).items():
+        if not (isinstance(factor, (int, float)) and factor >= 0):
+            raise ValueError(f"lr_scales[{name!r}] must be a number >= 0; got {factor!r}.")
+        # The updates are linear in the rate for every optimiser here, so scaling them scales the rate.
+        parts.append(optax.masked(optax.scale(float(factor)), functools.partial(_inside_module, name)))
     return optax.chain(*parts)
+
+
+def _inside_module(name: str, params: Any) -> Any:
+    """True for the parameters inside a module called ``name`` (at any depth); a clear error when there is none."""
+    def inside(path: tuple) -> bool:
+        return any(getattr(entry, "key", None) == name for entry in path)
+
+    mask = jax.tree_util.tree_map_with_path(lambda path, _: inside(path), params)
+    if not any(jax.tree_util.tree_leaves(mask)):
+        top = sorted(str(getattr(k, "key", k)) for k in (params.keys() if hasattr(params, "keys") else []))
+        raise ValueError(f"lr_scales names module {name!r}, but no parameter lives inside a module of that name "
+                         f"(top-level modules: {', '.join(top) or 'none'}).")
+    return mask
 
 
 def make_mesh(num_devices: int | None = None) -> Mesh:
