@@ -91,6 +91,24 @@ def test_st_resnet_starts_as_its_resnet():
     )
 
 
+def test_st_resnet_cell_slows_exactly_its_transformer():
+    """The ST-ResNet-20 cell's lr_scales names the module its network calls the transformer: one SGD step of its
+    optimiser moves the localisation net 0.01x as far as the same config without the scale, the ResNet alike."""
+    config = compare.get_config("cifar10,st_resnet20")
+    assert dict(config.lr_scales) == {"transformer": 0.01}
+    params = _variables(models.create_model(config.model), (32, 32, 3))["params"]
+    grads = jax.tree_util.tree_map(jnp.ones_like, params)
+    plain = config.copy_and_resolve_references()
+    del plain.lr_scales
+    slow = train.make_optimizer(config)
+    fast = train.make_optimizer(plain)
+    slow_updates, _ = slow.update(grads, slow.init(params), params)
+    fast_updates, _ = fast.update(grads, fast.init(params), params)
+    for part, factor in (("transformer", 0.01), ("classifier", 1.0)):
+        for a, b in zip(jax.tree_util.tree_leaves(slow_updates[part]), jax.tree_util.tree_leaves(fast_updates[part])):
+            np.testing.assert_allclose(a, factor * b, rtol=1e-6)
+
+
 def test_train_reaches_the_cbam_batchnorm_inside_the_cnn():
     model = models.create_model("stn_cbam_cnn", input_size=28)
     variables = _variables(model, (28, 28, 1))
