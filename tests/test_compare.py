@@ -105,7 +105,9 @@ def test_st_resnet_cell_slows_exactly_its_transformer():
     slow_updates, _ = slow.update(grads, slow.init(params), params)
     fast_updates, _ = fast.update(grads, fast.init(params), params)
     for part, factor in (("transformer", 0.01), ("classifier", 1.0)):
-        for a, b in zip(jax.tree_util.tree_leaves(slow_updates[part]), jax.tree_util.tree_leaves(fast_updates[part])):
+        for a, b in zip(
+            jax.tree_util.tree_leaves(slow_updates[part]), jax.tree_util.tree_leaves(fast_updates[part]), strict=True
+        ):
             np.testing.assert_allclose(a, factor * b, rtol=1e-6)
 
 

@@ -274,7 +274,9 @@ def test_lr_scales_slow_only_the_named_module():
 
     plain = two_steps(_config(**options))
     scaled = two_steps(_config(**options, lr_scales={"transformer": 0.01}))
-    for (path, slow), fast in zip(jax.tree_util.tree_leaves_with_path(scaled), jax.tree_util.tree_leaves(plain)):
+    for (path, slow), fast in zip(
+        jax.tree_util.tree_leaves_with_path(scaled), jax.tree_util.tree_leaves(plain), strict=True
+    ):
         factor = 0.01 if any(getattr(k, "key", None) == "transformer" for k in path) else 1.0
         np.testing.assert_allclose(slow, factor * fast, rtol=1e-6)
         assert float(jnp.abs(fast).min()) > 0

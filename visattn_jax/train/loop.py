@@ -227,14 +227,17 @@ def make_optimizer(config) -> optax.GradientTransformation:
 
 def _inside_module(name: str, params: Any) -> Any:
     """True for the parameters inside a module called ``name`` (at any depth); a clear error when there is none."""
+
     def inside(path: tuple) -> bool:
         return any(getattr(entry, "key", None) == name for entry in path)
 
     mask = jax.tree_util.tree_map_with_path(lambda path, _: inside(path), params)
     if not any(jax.tree_util.tree_leaves(mask)):
         top = sorted(str(getattr(k, "key", k)) for k in (params.keys() if hasattr(params, "keys") else []))
-        raise ValueError(f"lr_scales names module {name!r}, but no parameter lives inside a module of that name "
-                         f"(top-level modules: {', '.join(top) or 'none'}).")
+        raise ValueError(
+            f"lr_scales names module {name!r}, but no parameter lives inside a module of that name "
+            f"(top-level modules: {', '.join(top) or 'none'})."
+        )
     return mask
 
 
