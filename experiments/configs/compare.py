@@ -85,7 +85,7 @@ def get_config(arg: str = "cluttered60,cnn") -> ml_collections.ConfigDict:
         if model == "st_resnet20":
             # The STN paper trains the localisation network slower than the rest. At the ResNet's SGD rate of 0.1
             # it does not survive: measured, seed 0 sat at chance (loss 2.30) from step 50 on, its transformer
-            # having left the image; at 0.01x it trains as the ResNet does.
+            # having left the image; at 0.01x its loss follows the ResNet's (1.81 at step 50, the ResNet's about 1.8).
             config.lr_scales = ml_collections.ConfigDict({"transformer": 0.01})
         return config
     config = ram_mnist.get_config("cluttered60,ram,6,cpu")
