@@ -25,6 +25,9 @@ import math
 import re
 import statistics
 from pathlib import Path
+from typing import NamedTuple
+
+from scipy import stats
 
 from experiments.configs import compare
 
@@ -34,14 +37,24 @@ BASELINES = {"cluttered60": "cnn", "cifar10": "resnet20"}
 NUM_IMAGES = 6
 
 
-def welch(a: list[float], b: list[float]) -> tuple[float, float]:
-    """Difference of means ``mean(a) - mean(b)`` and Welch's t (nan with fewer than 2 values on a side or no
-    spread)."""
+class Welch(NamedTuple):
+    """Welch's unequal-variances t-test of ``mean(a) - mean(b)``: the difference of the means, t, the
+    Welch-Satterthwaite degrees of freedom and the two-sided p-value (nan where a side has fewer than 2 values or
+    neither has spread)."""
+
+    difference: float
+    t: float
+    df: float
+    p: float
+
+
+def welch(a: list[float], b: list[float]) -> Welch:
+    """:class:`Welch` of ``a`` against ``b`` (scipy's ``ttest_ind(equal_var=False)``)."""
     difference = statistics.mean(a) - statistics.mean(b)
-    if len(a) < 2 or len(b) < 2:
-        return difference, math.nan
-    scale = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
-    return difference, difference / scale if scale > 0 else math.nan
+    if len(a) < 2 or len(b) < 2 or statistics.variance(a) + statistics.variance(b) == 0:
+        return Welch(difference, math.nan, math.nan, math.nan)
+    result = stats.ttest_ind(a, b, equal_var=False)
+    return Welch(difference, float(result.statistic), float(result.df), float(result.pvalue))
 
 
 def read_summaries(folder: Path) -> dict[str, dict[str, list[dict]]]:
@@ -109,7 +122,7 @@ def table(dataset: str, runs: dict[str, list[dict]], speeds: dict[str, float] | 
         if model == BASELINES[dataset] or not baseline:
             versus = "-"
         else:
-            difference, t = welch(errors, baseline)
+            difference, t, _, _ = welch(errors, baseline)
             versus = f"{difference:+.2f} ({'n/a' if math.isnan(t) else f'{t:+.1f}'})"
         params, macs = model_cost(dataset, model)
         rates = [r["train_images_per_second"] for r in runs[model] if r.get("train_images_per_second")]

@@ -154,13 +154,49 @@ def test_attention_panels_read_each_mechanism(name, options, shape, kind, tmp_pa
 
 
 def test_welch_t_matches_scipy():
-    from scipy import stats
-
+    """Against a hand computation: t = d / sqrt(va / na + vb / nb), Welch-Satterthwaite degrees of freedom."""
     a, b = [30.58, 30.91, 30.49], [29.02, 30.55, 29.8]
-    difference, t = compare_report.welch(a, b)
-    assert difference == pytest.approx(np.mean(a) - np.mean(b))
-    assert t == pytest.approx(stats.ttest_ind(a, b, equal_var=False).statistic)
-    assert math.isnan(compare_report.welch([1.0], [2.0, 3.0])[1])
+    result = compare_report.welch(a, b)
+    va, vb = np.var(a, ddof=1) / 3, np.var(b, ddof=1) / 3
+    assert result.difference == pytest.approx(np.mean(a) - np.mean(b))
+    assert result.t == pytest.approx(result.difference / np.sqrt(va + vb))
+    assert result.df == pytest.approx((va + vb) ** 2 / (va**2 / 2 + vb**2 / 2))
+    assert result.p == pytest.approx(0.181, abs=1e-3)  # t = 1.89 on 2.33 degrees of freedom
+    assert all(math.isnan(v) for v in compare_report.welch([1.0], [2.0, 3.0])[1:])
+    assert math.isnan(compare_report.welch([1.0, 1.0], [2.0, 2.0]).t)
+
+
+def test_summarize_pairs_seeded_runs_with_their_counterparts(tmp_path):
+    """experiments.results.summarize: seeds in seed order (seed10 after seed2), SE against plain and NAL against
+    ARL in the same folder with Welch's t, runs without a counterpart or a second seed stated as such."""
+    from experiments.results import summarize
+
+    def write(folder, name, error):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        summary = {"final": {"error_percent": error}, "config": {"batch_size": 128}, "steps": 10,
+                   "wall_seconds_this_run": 60.0, "train_images_per_second": None, "num_params": 1000}  # fmt: skip
+        (tmp_path / folder / f"{name}.json").write_text(json.dumps(summary))
+
+    for seed, (plain, se) in enumerate([(9.0, 8.0), (9.5, 8.2), (9.1, 8.1)]):
+        write("cifar", f"resnet20_short40_seed{seed}", plain)
+        write("cifar", f"se_resnet20_short40_seed{seed}", se)
+    write("cifar", "resnet20_short40_seed10", 9.2)
+    write("ran", "attention56_arl_short2_seed0", 40.0)
+    write("ran", "attention56_nal_short2_seed0", 45.0)
+    write("ran", "attention92_nal_short2_seed0", 50.0)  # no ARL run: no pair
+    (tmp_path / "compare").mkdir()
+    (tmp_path / "compare" / "speed.json").write_text("{}")  # not a run summary: skipped
+    text = "\n".join(summarize.tables(tmp_path))
+    assert "| cifar/resnet20_short40 | 4 | 9.20 +- 0.22 | 9.00, 9.50, 9.10, 9.20 |" in text
+    expected = compare_report.welch([8.0, 8.2, 8.1], [9.0, 9.5, 9.1, 9.2])
+    assert expected.t < -5
+    assert (
+        f"| cifar/se_resnet20_short40 | cifar/resnet20_short40 | 3 / 4 | -1.10 | {expected.t:+.2f} "
+        f"({expected.df:.1f}), p = {expected.p:.2f} |" in text
+    )
+    assert "| ran/attention56_nal_short2 | ran/attention56_arl_short2 | 1 / 1 | +5.00 | n/a" in text
+    assert "attention92_nal_short2 | ran/" not in text
+    assert summarize.counterpart("cifar/resnet20_short40") is None
 
 
 def test_compare_report_tables_and_figure_from_runs(tmp_path):
