@@ -11,7 +11,9 @@ One config per cell, chosen by the string after the colon: ``MODEL[,VARIANT[,BUD
            iterations, 160k iterations) | cpu (the same shape compressed to 4 epochs, /10 at 2 and 3: a
            smoke-scale budget for this project's 2 CPU cores; measure a step before planning a longer run) |
            cpuN (N epochs, /10 at N/2 and 3N/4; N may be a fraction: cpu0.5 is 390 steps, the budget of the
-           ARL / NAL and attention / ResNet runs in experiments/README.md)
+           ARL / NAL and attention / ResNet runs in experiments/README.md) | shortN (N epochs of CIFAR's short
+           schedule, experiments/configs/cifar.py's SHORT: one epoch of warm-up, then cosine to 0; Nesterov,
+           weight decay 5e-4 on kernels; at this batch of 64)
   DATASET  cifar10 (default) | cifar100
 Augmentation: pad 4 + random 32x32 crop + flip, per-channel normalisation (as the paper).
 
@@ -27,7 +29,8 @@ CIFAR-100: Attention-92 21.71, -236 21.16, -452 20.45. ARL vs NAL: 56 5.52 / 5.8
 
 Ours at ``cpu0.5`` (390 steps, seed 0, 2026-11-28; ``bash experiments/run_table.sh ran``): Attention-56 ARL 52.33 /
 NAL 55.65 (seed 1: 48.37 / 54.20), Attention-92 ARL 52.82 / NAL 58.90, pre-activation ResNet-164 56.07 (% test
-error; experiments/README.md).
+error; experiments/README.md). At ``short2`` (the CIFAR short schedule over 2 epochs, 1,562 steps of 64,
+seed 0, 2026-12-07): Attention-56 ARL 26.59 / NAL 27.25, about 40 minutes a run.
 A step of 64 takes about 1.3 s (Attention-56) to 2.7 s (Attention-92: 2.67 s in docs/benchmarks.md,
 fast conv, quiet machine) on 2 CPU cores: 8 to 18 minutes a cell at cpu0.5, plus compilation and a 10,000-image
 evaluation.
