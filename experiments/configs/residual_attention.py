@@ -30,7 +30,8 @@ CIFAR-100: Attention-92 21.71, -236 21.16, -452 20.45. ARL vs NAL: 56 5.52 / 5.8
 Ours at ``cpu0.5`` (390 steps, seed 0, 2026-11-28; ``bash experiments/run_table.sh ran``): Attention-56 ARL 52.33 /
 NAL 55.65 (seed 1: 48.37 / 54.20), Attention-92 ARL 52.82 / NAL 58.90, pre-activation ResNet-164 56.07 (% test
 error; experiments/README.md). At ``short2`` (the CIFAR short schedule over 2 epochs, 1,562 steps of 64,
-seed 0, 2026-12-07): Attention-56 ARL 26.59 / NAL 27.25, about 40 minutes a run.
+seeds 0 and 1, 2026-12-07): Attention-56 ARL 26.65 +- 0.08 / NAL 28.06 +- 1.15 (seed 0: 26.59 / 27.25, seed 1:
+26.70 / 28.88; Welch t = 1.74, p = 0.33), about 40 minutes a run.
 A step of 64 takes about 1.3 s (Attention-56) to 2.7 s (Attention-92: 2.67 s in docs/benchmarks.md,
 fast conv, quiet machine) on 2 CPU cores: 8 to 18 minutes a cell at cpu0.5, plus compilation and a 10,000-image
 evaluation.
