@@ -11,7 +11,7 @@ One config per cell, chosen by the string after the colon: ``MODEL[,BUDGET[,DATA
            | cpu (the same schedule compressed to 20 epochs, /10 at epochs 10 and 15: what fits in about an
            hour of this project's 2 CPU cores for ResNet-20) | cpuN (N epochs, /10 at N/2 and 3N/4: e.g. cpu3
            for the 3-epoch seed comparisons of experiments/README.md) | shortN (N epochs of a schedule made
-           for a small budget, see SHORT below: short30 brought ResNet-20 to 9.44%, short40 to 8.59%)
+           for a small budget, see SHORT below: short30 brought ResNet-20 to 9.44%, short40 to 8.59 / 9.31%)
   DATASET  cifar10 (default) | cifar100
 Augmentation: zero-pad 4, random 32x32 crop, horizontal flip; per-channel mean / std normalisation.
 
@@ -29,9 +29,9 @@ CBAM reports no CIFAR numbers; its Table 4 (ImageNet, top-1 / top-5 error, param
 (25.56M), + SE 23.14 / 6.70 (28.09M), + CBAM 22.66 / 6.31 (28.09M; ours: cbam_resnet50, 28,089,624 parameters,
 through experiments/configs/imagenet.py:cbam_resnet50). CIFAR ResNet-20 + CBAM: 272,995 parameters (SE: 272,095).
 Ours: ResNet-20 at short30 (30 epochs, seed 0, 2026-12-03, commit fa62364): 9.44% test error, 84 minutes on
-2 CPU cores at 299 images/s; at short40 (40 epochs, seed 0, commit 755fc4a): 8.59%, 159 minutes at 212 images/s
-on shared cores. What every budgeted run reached is in experiments/README.md (summaries in
-experiments/results/cifar/).
+2 CPU cores at 299 images/s; at short40 (40 epochs): seed 0 (commit 755fc4a) 8.59%, 159 minutes at 212 images/s
+on shared cores; seed 1 (commit 5c5b15c) 9.31%, 2.1 hours of training steps at 267 images/s on average. What
+every budgeted run reached is in experiments/README.md (summaries in experiments/results/cifar/).
 """
 
 from __future__ import annotations
