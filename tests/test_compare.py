@@ -199,6 +199,40 @@ def test_summarize_pairs_seeded_runs_with_their_counterparts(tmp_path):
     assert summarize.counterpart("cifar/resnet20_short40") is None
 
 
+def test_summarize_figures_draw_each_seed_of_each_compared_pair(tmp_path, monkeypatch):
+    """experiments.results.summarize --figures: a run's curve is its history then its final evaluation (once), in
+    epochs; a pair is drawn only where every run of both sides was evaluated before its end."""
+    from experiments.results import summarize
+
+    def write(folder, name, history, final, steps=40):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        summary = {"final": {"error_percent": final}, "steps": steps, "steps_per_epoch": 10,
+                   "history": [{"step": s, "error_percent": e} for s, e in history]}  # fmt: skip
+        (tmp_path / folder / f"{name}.json").write_text(json.dumps(summary))
+
+    write("cifar", "resnet20_short40_seed0", [(20, 20.0)], 10.0)
+    write("cifar", "resnet20_short40_seed1", [(20, 22.0), (40, 12.0)], 12.0)  # final already in the history
+    write("cifar", "se_resnet20_short40_seed0", [(20, 21.0)], 11.0)
+    write("ran", "attention56_arl_short2_seed0", [], 40.0)  # evaluated only at the end: no figure
+    write("ran", "attention56_nal_short2_seed0", [], 45.0)
+    assert summarize.curve(json.loads((tmp_path / "cifar" / "resnet20_short40_seed1.json").read_text())) == (
+        [2.0, 4.0],
+        [22.0, 12.0],
+    )
+    drawn = {}
+
+    def fake_plot(curves, path, **kwargs):
+        drawn[path] = curves
+        return path
+
+    monkeypatch.setattr(viz, "plot_seed_curves", fake_plot)
+    assert summarize.figures(tmp_path) == [tmp_path / "cifar" / "se_resnet20_short40_seeds.png"]
+    assert list(drawn.values())[0] == {
+        "resnet20_short40: 11.00 +- 1.41 (2 seeds)": [([2.0, 4.0], [20.0, 10.0]), ([2.0, 4.0], [22.0, 12.0])],
+        "se_resnet20_short40: 11.00 (1 seed)": [([2.0, 4.0], [21.0, 11.0])],
+    }
+
+
 def test_compare_report_tables_and_figure_from_runs(tmp_path):
     """Two cells trained one step on mock data, through experiments.main's path; the report reads their
     summaries (a second seed copied from the first) and checkpoints and writes the table and the figure."""

@@ -6,6 +6,7 @@ import json
 
 import jax
 import numpy as np
+import pytest
 
 from visattn_jax import models, viz
 from visattn_jax.residual_attention import AttentionModule
@@ -48,6 +49,18 @@ def test_training_curve_and_misclassified(tmp_path):
         images, np.arange(5), np.array([0, 2, 2, 0, 4]), tmp_path / "wrong.png", class_names=list("abcde")
     )
     assert _is_png(path)
+
+
+def test_seed_curves_figure_and_its_errors(tmp_path):
+    curves = {
+        "plain": [(np.arange(1, 5), np.array([30.0, 20, 15, 10])), ([1, 2, 3, 4], [31, 22, 14, 11])],
+        "se": [([1, 2, 3, 4], [29.0, 21, 16, 9])],
+    }
+    assert _is_png(viz.plot_seed_curves(curves, tmp_path / "seeds.png", title="t"))
+    with pytest.raises(ValueError, match=r"'se', seed curve 0: x and y must be 1-D of one length; got \(4,\), \(3,\)"):
+        viz.plot_seed_curves({"se": [([1, 2, 3, 4], [1, 2, 3])]}, tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="at least one network with at least one seed curve"):
+        viz.plot_seed_curves({"se": []}, tmp_path / "bad.png")
 
 
 def test_figures_leave_the_notebook_backend_alone(tmp_path):

@@ -22,6 +22,7 @@ __all__ = [
     "plot_excitations",
     "plot_glimpses",
     "plot_misclassified",
+    "plot_seed_curves",
     "plot_training_curve",
     "plot_transformer",
     "sown_values",
@@ -195,6 +196,42 @@ def plot_training_curve(metrics_jsonl: str | Path, path: str | Path, *, title: s
     ax_err.set_ylabel("test error (%)")
     for ax in (ax_loss, ax_err):
         ax.grid(alpha=0.3)
+    return _save(fig, path, title=title)
+
+
+def plot_seed_curves(
+    curves: dict[str, list[tuple[np.ndarray, np.ndarray]]],
+    path: str | Path,
+    *,
+    xlabel: str = "epoch",
+    ylabel: str = "test error (%)",
+    title: str = "",
+) -> Path:
+    """Repeated runs of several networks on one axis: one colour per network, one line per seed.
+
+    Args:
+      curves: network label -> one ``(x, y)`` pair of equal-length 1-D arrays per seed (e.g. epochs and test
+        error after each evaluation); the label is the legend's, so it can carry the final mean +- std.
+    """
+    from matplotlib.figure import Figure
+
+    if not curves or not all(curves.values()):
+        raise ValueError(f"curves needs at least one network with at least one seed curve; got {curves!r}")
+    fig = Figure(figsize=(6.0, 3.6))
+    ax = fig.subplots()
+    for colour, (label, runs) in enumerate(curves.items()):
+        for i, (x, y) in enumerate(runs):
+            x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+            if x.ndim != 1 or x.shape != y.shape:
+                raise ValueError(
+                    f"{label!r}, seed curve {i}: x and y must be 1-D of one length; got {x.shape}, {y.shape}"
+                )
+            style = dict(color=f"C{colour}", marker="o", markersize=3, linewidth=0.9, alpha=0.85)
+            ax.plot(x, y, label=label if i == 0 else None, **style)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     return _save(fig, path, title=title)
 
 

@@ -3,13 +3,16 @@ standard deviation over seeds of every run that was repeated (files named ``<run
 paired comparisons among those: a network with SE blocks against the same network without (``se_<run>`` against
 ``<run>`` in the same folder) and naive attention learning against attention residual learning
 (``<...>_nal_<...>`` against ``<...>_arl_<...>``), by Welch's unequal-variances t-test (the difference of the
-means, t, its degrees of freedom and the two-sided p).
+means, t, its degrees of freedom and the two-sided p). ``--figures`` also draws, for every such pair whose
+summaries hold their evaluation histories, each seed's test error against epochs, both networks on one axis
+(``<folder>/<run>_seeds.png``).
 
-.venv/bin/python -m experiments.results.summarize
+.venv/bin/python -m experiments.results.summarize [--figures]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import re
@@ -81,8 +84,53 @@ def tables(root: Path = HERE) -> list[str]:
     return lines
 
 
-def main() -> None:
+def curve(summary: dict) -> tuple[list[float], list[float]]:
+    """The test error % after every evaluation of one run (its ``history``, then its final evaluation, once),
+    against epochs when the summary has ``steps_per_epoch``, else against steps."""
+    per_epoch = summary.get("steps_per_epoch") or 1
+    points = [(h["step"], h["error_percent"]) for h in summary.get("history", [])]
+    if not points or points[-1][0] != summary["steps"]:
+        points.append((summary["steps"], summary["final"]["error_percent"]))
+    return [step / per_epoch for step, _ in points], [error for _, error in points]
+
+
+def figures(root: Path = HERE) -> list[Path]:
+    """For every pair of the comparison table (see :func:`counterpart`) whose runs were all evaluated before their
+    end too (a non-empty ``history``): each seed's test error against epochs, both networks on one axis, written to
+    ``root/<folder>/<run>_seeds.png``; returns the paths written."""
+    from visattn_jax.viz import plot_seed_curves
+
+    seeded: dict[str, list[tuple[int, dict]]] = {}
+    for path in sorted(root.glob("*/*_seed*.json")):
+        match = _SEED.match(path.stem)
+        summary = json.loads(path.read_text())
+        if match and "final" in summary:
+            seeded.setdefault(f"{path.parent.name}/{match.group(1)}", []).append((int(match.group(2)), summary))
+    written = []
+    for name, runs in seeded.items():
+        other = counterpart(name)
+        if other not in seeded or not all(len(s.get("history", [])) > 0 for _, s in runs + seeded[other]):
+            continue  # no pair, or a run evaluated only at its end: no curve to draw
+        curves = {}
+        for run in (other, name):
+            finals = [s["final"]["error_percent"] for _, s in sorted(seeded[run], key=lambda r: r[0])]
+            spread = f" +- {statistics.stdev(finals):.2f}" if len(finals) > 1 else ""
+            label = f"{run.split('/', 1)[1]}: {statistics.mean(finals):.2f}{spread} ({len(finals)} seed{'s' * (len(finals) > 1)})"
+            curves[label] = [curve(s) for _, s in sorted(seeded[run], key=lambda r: r[0])]
+        folder, run = name.split("/", 1)
+        title = f"{folder}: test error of each seed (legend: the final mean +- std)"
+        written.append(plot_seed_curves(curves, root / folder / f"{run}_seeds.png", title=title))
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--figures", action="store_true", help="also draw each compared pair's seeds' test error")
+    args = parser.parse_args(argv)
     print("\n".join(tables()))
+    if args.figures:
+        for path in figures():
+            print(f"Wrote {path}")
 
 
 if __name__ == "__main__":
