@@ -36,13 +36,23 @@ def counterpart(name: str) -> str | None:
     return None
 
 
+def _seeded(root: Path) -> dict[str, list[dict]]:
+    """``folder/run`` -> the summaries of its seeds (files ``<run>_seed<N>.json``), in seed order."""
+    found: dict[str, list[tuple[int, dict]]] = {}
+    for path in sorted(root.glob("*/*_seed*.json")):
+        match = _SEED.match(path.stem)
+        summary = json.loads(path.read_text())
+        if match and "final" in summary:
+            found.setdefault(f"{path.parent.name}/{match.group(1)}", []).append((int(match.group(2)), summary))
+    return {name: [s for _, s in sorted(runs, key=lambda r: r[0])] for name, runs in found.items()}
+
+
 def tables(root: Path = HERE) -> list[str]:
     """The markdown lines of the three tables, from the summaries in ``root``'s subfolders."""
     lines = [
         "| run | test error % | steps x batch | training wall-clock | train images/s | parameters |",
         "|---|---|---|---|---|---|",
     ]
-    seeds: dict[str, list[tuple[int, float]]] = {}
     for path in sorted(root.glob("*/*.json")):
         summary = json.loads(path.read_text())
         if "final" not in summary:  # not a run summary (compare/speed.json: measured training speeds)
@@ -55,10 +65,7 @@ def tables(root: Path = HERE) -> list[str]:
             f"| {path.parent.name}/{path.stem} | {error:.2f} | {summary['steps']} x {config['batch_size']} | "
             f"{minutes:.1f} min | {'-' if rate is None else f'{rate:.0f}'} | {summary['num_params']:,} |"
         )
-        match = _SEED.match(path.stem)
-        if match:
-            seeds.setdefault(f"{path.parent.name}/{match.group(1)}", []).append((int(match.group(2)), error))
-    errors = {name: [e for _, e in sorted(found)] for name, found in seeds.items()}
+    errors = {name: [s["final"]["error_percent"] for s in runs] for name, runs in _seeded(root).items()}
     if errors:
         lines += ["", "| run | seeds | test error %, mean +- std | each seed |", "|---|---|---|---|"]
         for name, values in errors.items():
@@ -100,23 +107,20 @@ def figures(root: Path = HERE) -> list[Path]:
     ``root/<folder>/<run>_seeds.png``; returns the paths written."""
     from visattn_jax.viz import plot_seed_curves
 
-    seeded: dict[str, list[tuple[int, dict]]] = {}
-    for path in sorted(root.glob("*/*_seed*.json")):
-        match = _SEED.match(path.stem)
-        summary = json.loads(path.read_text())
-        if match and "final" in summary:
-            seeded.setdefault(f"{path.parent.name}/{match.group(1)}", []).append((int(match.group(2)), summary))
+    seeded = _seeded(root)
     written = []
     for name, runs in seeded.items():
         other = counterpart(name)
-        if other not in seeded or not all(len(s.get("history", [])) > 0 for _, s in runs + seeded[other]):
+        if other not in seeded or not all(s.get("history") for s in runs + seeded[other]):
             continue  # no pair, or a run evaluated only at its end: no curve to draw
         curves = {}
         for run in (other, name):
-            finals = [s["final"]["error_percent"] for _, s in sorted(seeded[run], key=lambda r: r[0])]
+            finals = [s["final"]["error_percent"] for s in seeded[run]]
             spread = f" +- {statistics.stdev(finals):.2f}" if len(finals) > 1 else ""
-            label = f"{run.split('/', 1)[1]}: {statistics.mean(finals):.2f}{spread} ({len(finals)} seed{'s' * (len(finals) > 1)})"
-            curves[label] = [curve(s) for _, s in sorted(seeded[run], key=lambda r: r[0])]
+            count = f"{len(finals)} seed{'s' * (len(finals) > 1)}"
+            curves[f"{run.split('/', 1)[1]}: {statistics.mean(finals):.2f}{spread} ({count})"] = [
+                curve(s) for s in seeded[run]
+            ]
         folder, run = name.split("/", 1)
         title = f"{folder}: test error of each seed (legend: the final mean +- std)"
         written.append(plot_seed_curves(curves, root / folder / f"{run}_seeds.png", title=title))
